@@ -1,0 +1,209 @@
+"""Typed schemas for every config group, registered with Hydra's ConfigStore.
+
+YAML files under conf/ and recipes/ hold values only; these dataclasses decide which keys exist and what type
+they have, so `peft.rnk=8` or `train.learning_rate=abc` fail at composition, before any model is built.
+Key names follow the library each group feeds (peft's `r`, `lora_alpha`; transformers' `learning_rate`; ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+STAGES = ("validate", "plan", "train", "eval", "export", "push")
+
+
+@dataclass
+class ModelConfig:
+    path: str = "tiny"  # Hub id, local directory, or "tiny" (random model built locally from `seed`)
+    revision: Optional[str] = None
+    trust_remote_code: bool = False  # only honoured together with a pinned `revision`
+    dtype: str = "auto"  # auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU
+    attn_implementation: Optional[str] = "sdpa"
+    license: Optional[str] = None  # for the model card; read from the checkpoint when known
+    seed: int = 0  # tiny model only
+
+
+@dataclass
+class QuantConfig:
+    method: str = "none"  # none | nf4 | int8
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    bnb_4bit_compute_dtype: str = "auto"
+    # Never quantized: CLIP tower, projector and lm_head stay in the compute dtype.
+    skip_modules: list[str] = field(
+        default_factory=lambda: ["vision_tower", "multi_modal_projector", "lm_head"]
+    )
+
+
+@dataclass
+class PeftConfig:
+    method: str = "lora"
+    r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    # Where target_modules apply: the language model only (LLaVA's choice) or also the vision tower.
+    scope: str = "language_model"  # language_model | all
+    use_dora: bool = False
+    use_rslora: bool = False
+    bias: str = "none"
+    train_projector: bool = True
+
+
+@dataclass
+class SyntheticConfig:
+    n_train: int = 512
+    n_eval: int = 64
+    image_size: int = 32
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # synthetic | scienceqa | llava_json | jsonl | hf
+    path: Optional[str] = None  # file, directory or Hub id, depending on source
+    image_root: Optional[str] = None
+    train_split: str = "train"
+    eval_split: Optional[str] = "validation"
+    test_split: Optional[str] = "test"
+    val_fraction: float = 0.05  # used when the source has no validation split
+    prompt_format: str = "llava-1.5"
+    system_prompt: Optional[str] = None
+    columns: dict[str, str] = field(default_factory=dict)  # hf/jsonl: our field -> the dataset's column
+    max_length: int = 2048
+    limit: Optional[int] = None  # first N training samples, for quick runs
+    on_error: str = "raise"  # raise | skip
+    max_skip_fraction: float = 0.05
+    num_workers: int = 0
+    seed: int = 0
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-4
+    projector_learning_rate: float = 2e-5
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = 0.03  # < 1: a fraction of all steps (transformers 5 semantics)
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: Optional[int] = 2
+    eval_steps: Optional[int] = None
+    resume: Optional[str] = None  # auto | PATH
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+
+
+@dataclass
+class EvalConfig:
+    scorer: str = "exact"  # exact | scienceqa | qa
+    split: str = "test"
+    batch_size: int = 8
+    max_new_tokens: int = 16
+    limit: Optional[int] = None
+    predictions: Optional[str] = None  # score an existing predictions file instead of generating
+    answer_suffix: Optional[str] = None  # appended to the last user turn at inference (LLaVA's instruction)
+    metadata_fields: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExportConfig:
+    merge: bool = False
+    dtype: str = "bfloat16"  # dtype the base is reloaded in for merging (never 4-bit)
+    max_shard_size: str = "2GB"
+    verify: bool = True
+
+
+@dataclass
+class HubConfig:
+    repo_id: Optional[str] = None
+    private: bool = True
+    what: str = "adapter"  # adapter | merged
+    dry_run: bool = False
+    commit_message: Optional[str] = None
+
+
+@dataclass
+class Config:
+    recipe_name: str = "custom"
+    stages: list[str] = field(default_factory=lambda: ["train", "eval", "export"])
+    adapter: Optional[str] = None  # an existing adapter directory, for eval/export/push without training
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into the model card
+
+
+GROUP_SCHEMAS = {
+    "model": ModelConfig,
+    "quant": QuantConfig,
+    "peft": PeftConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "export": ExportConfig,
+    "hub": HubConfig,
+}
+
+
+def register_schemas() -> None:
+    """Make `lora_llava_schema` (the root) and `<group>/schema` available to defaults lists."""
+    cs = ConfigStore.instance()
+    cs.store(name="lora_llava_schema", node=Config)
+    for group, schema in GROUP_SCHEMAS.items():
+        cs.store(group=group, name="schema", node=schema)
+
+
+def check_values(cfg) -> None:
+    """Checks that need more than a type: choices among names. Raises ValueError naming the key."""
+    choices = {
+        "quant.method": ("none", "nf4", "int8"),
+        "peft.method": ("lora",),
+        "peft.scope": ("language_model", "all"),
+        "data.on_error": ("raise", "skip"),
+        "hub.what": ("adapter", "merged"),
+        "model.dtype": ("auto", "bfloat16", "float16", "float32"),
+    }
+    for key, allowed in choices.items():
+        group, name = key.split(".")
+        value = cfg[group][name]
+        if value not in allowed:
+            raise ValueError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    for stage in cfg.stages:
+        if stage not in STAGES:
+            raise ValueError(f"stages: unknown stage {stage!r}; choose from {', '.join(STAGES)}")
+    if cfg.model.trust_remote_code and not cfg.model.revision:
+        raise ValueError("model.trust_remote_code=true needs model.revision pinned to a commit")
+
+
+def config_dirs():
+    """(conf dir, recipes dir): the checkout's top-level folders, or the copies shipped inside the wheel."""
+    from importlib import resources
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "conf" / "base.yaml").is_file() and (checkout / "recipes").is_dir():
+        return checkout / "conf", checkout / "recipes"
+    return Path(str(resources.files("lora_llava._conf"))), Path(str(resources.files("lora_llava._recipes")))
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in config_dirs()[1].glob("*.yaml"))

@@ -1,0 +1,94 @@
+"""Samples -> model batches. Labels come from character spans of the rendered conversation, so only the
+assistant's answers (and their EOS) are supervised; prompt, image and padding positions are -100.
+
+Image placeholders are expanded to the processor's exact image-token count before tokenizing, so the token
+sequence is the one LlavaProcessor would produce and the length check sees the real length. A sample longer
+than `max_length` is an error (SampleError), never truncated: cutting through image tokens breaks LLaVA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lora_llava.data.chat import render
+from lora_llava.data.images import load_image
+from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, SampleError
+
+IGNORE_INDEX = -100
+
+
+def image_token_count(processor) -> int:
+    """Tokens one image occupies in the sequence (576 for LLaVA-1.5 at 336 px)."""
+    size = processor.image_processor.crop_size
+    return processor._get_num_multimodal_tokens(image_sizes=[(size["height"], size["width"])]).num_image_tokens[0]
+
+
+
+
+@dataclass
+class Collator:
+    processor: Any
+    max_length: int | None = None
+    system_prompt: str | None = None
+    image_root: str | Path | None = None
+    generation: bool = False  # True: prompts only, left padding, no labels
+    samples: list[Sample] | None = None  # rows of {"sample_index": i} are looked up here
+    _n_image_tokens: int = field(init=False, default=0)
+
+    def __post_init__(self):
+        self.tokenizer = self.processor.tokenizer
+        self._n_image_tokens = image_token_count(self.processor)
+        self._image_token = self.processor.image_token
+
+    def encode(self, sample: Sample) -> dict:
+        """Token ids and labels for one sample; checks structure and length."""
+        if not self.generation:
+            sample.check()
+        turns = sample.prompt_turns() if self.generation else sample.turns
+        expanded = [type(t)(t.role, t.text.replace(IMAGE_PLACEHOLDER, self._image_token * self._n_image_tokens))
+                    for t in turns]
+        text, spans = render(expanded, self.tokenizer.eos_token, self.system_prompt, self.generation)
+        enc = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+        ids = enc["input_ids"]
+        if self.max_length is not None and len(ids) > self.max_length:
+            raise SampleError(sample.id, f"{len(ids)} tokens exceed data.max_length={self.max_length} "
+                                         "(samples are never truncated through their image tokens)")
+        labels = [IGNORE_INDEX] * len(ids)
+        for i, (start, end) in enumerate(enc["offset_mapping"]):
+            if end > start and any(s <= start and end <= e for s, e in spans):
+                labels[i] = ids[i]
+        if not self.generation and all(label == IGNORE_INDEX for label in labels):
+            raise SampleError(sample.id, "no answer token survives tokenization")
+        return {"input_ids": ids, "labels": labels}
+
+    def pixel_values(self, samples: list[Sample]):
+        images = [load_image(s.id, ref, self.image_root) for s in samples for ref in s.images]
+        if not images:
+            return None
+        return self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def __call__(self, items: list) -> dict[str, torch.Tensor]:
+        samples = [item if isinstance(item, Sample) else self.samples[item["sample_index"]] for item in items]
+        encoded = [self.encode(s) for s in samples]
+        width = max(len(e["input_ids"]) for e in encoded)
+        pad_id = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(encoded), width), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, e in enumerate(encoded):
+            n = len(e["input_ids"])
+            cols = slice(width - n, width) if self.generation else slice(0, n)
+            input_ids[row, cols] = torch.tensor(e["input_ids"])
+            labels[row, cols] = torch.tensor(e["labels"])
+            attention[row, cols] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention}
+        if not self.generation:
+            batch["labels"] = labels
+        pixels = self.pixel_values(samples)
+        if pixels is not None:
+            batch["pixel_values"] = pixels
+        return batch

@@ -1,0 +1,55 @@
+"""Run a composed config's stages in order. Each stage is a plain function a test can call."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig
+
+from lora_llava.config import check_values
+
+log = logging.getLogger("lora_llava")
+
+
+@dataclass
+class RunContext:
+    """What one stage hands to the next within a run (the trained model, the metrics, ...)."""
+
+    run_dir: Path
+    model: Any = None
+    processor: Any = None
+    adapter_dir: Path | None = None
+    metrics: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _stage(name: str) -> Callable[[DictConfig, RunContext], None]:
+    # Imported lazily so that `--cfg job` and config errors never pay for torch/transformers imports.
+    if name == "train":
+        from lora_llava.train import train_stage as fn
+    elif name == "eval":
+        from lora_llava.evaluate import eval_stage as fn
+    elif name == "export":
+        from lora_llava.export import export_stage as fn
+    elif name == "validate":
+        from lora_llava.data.validate import validate_stage as fn
+    elif name == "plan":
+        from lora_llava.plan import plan_stage as fn
+    elif name == "push":
+        from lora_llava.publish import push_stage as fn
+    else:
+        raise ValueError(f"unknown stage {name!r}")
+    return fn
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> RunContext:
+    check_values(cfg)
+    ctx = RunContext(run_dir=Path(run_dir))
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    for name in cfg.stages:
+        log.info("stage %s", name)
+        _stage(name)(cfg, ctx)
+    return ctx
