@@ -207,3 +207,18 @@ def config_dirs():
 
 def list_recipes() -> list[str]:
     return sorted(p.stem for p in config_dirs()[1].glob("*.yaml"))
+
+
+def compose(recipe: str, overrides: list[str] | tuple[str, ...] = (), config_dir: str | None = None):
+    """The config `python -m lora_llava recipe=NAME OVERRIDES...` would run, for tests and scripts."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_schemas()
+    conf_dir, recipes_dir = config_dirs()
+    search = [f"file://{conf_dir}"]
+    primary = config_dir or str(recipes_dir)
+    if config_dir:
+        search.append(f"file://{recipes_dir}")
+    with initialize_config_dir(config_dir=primary, version_base="1.3"):
+        return hydra_compose(recipe, overrides=[f"hydra.searchpath=[{','.join(search)}]", *overrides])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 
@@ -16,7 +18,9 @@ def build_quant_config(cfg, compute_dtype: torch.dtype):
         raise ImportError("quant.method needs bitsandbytes: pip install bitsandbytes") from err
     from transformers import BitsAndBytesConfig
 
-    skip = list(cfg.skip_modules)
+    # transformers matches skip patterns from the start of the full module name ("model.vision_tower...");
+    # a bare "vision_tower" would match nothing there and the CLIP tower would be quantized.
+    skip = [rf"(?:.*\.)?{re.escape(name)}" for name in cfg.skip_modules]
     if cfg.method == "int8":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     dtype = compute_dtype if cfg.bnb_4bit_compute_dtype == "auto" else getattr(torch, cfg.bnb_4bit_compute_dtype)

@@ -1,0 +1,33 @@
+"""QLoRA on CPU: bitsandbytes 4-bit NF4 layers in the language model only, and a training step stays finite."""
+
+import torch
+
+from lora_llava.adapters import apply_adapters
+from lora_llava.data import load_splits
+from lora_llava.data.collate import Collator
+from lora_llava.model import build_model_and_processor
+from tests.conftest import smoke_config
+
+
+def test_qlora_quantizes_language_model_only_and_trains():
+    cfg = smoke_config("quant=nf4")
+    model, processor = build_model_and_processor(cfg.model, cfg.quant)
+    kinds = {name: type(m).__name__ for name, m in model.named_modules()}
+    four_bit = [n for n, k in kinds.items() if k == "Linear4bit"]
+    assert four_bit and all("language_model" in n for n in four_bit)
+    assert not [n for n in four_bit if "vision_tower" in n or "multi_modal_projector" in n or "lm_head" in n]
+    assert model.config.quantization_config.bnb_4bit_quant_type == "nf4"
+    assert model.config.quantization_config.bnb_4bit_use_double_quant
+
+    model = apply_adapters(model, cfg.peft, quantized=True, gradient_checkpointing=True)
+    model.train()
+    batch = Collator(processor)(load_splits(cfg.data)["train"][:4])
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p).all() for p in params)
+    assert any(not torch.equal(a, b) for a, b in zip(before, params))
