@@ -64,7 +64,8 @@ def build_sft_config(train_cfg, run_dir: Path, dtype: torch.dtype, has_eval: boo
 
 def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dtype):
     from transformers import Trainer
-    from trl import SFTTrainer
+
+    from lora_llava.trainer import LlavaSFTTrainer
 
     eval_samples = splits.get(cfg.data.eval_split) if cfg.data.eval_split else None
     args = build_sft_config(cfg.train, run_dir, dtype, bool(eval_samples))
@@ -77,7 +78,7 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
     pool = train_samples + eval_samples
     collator = Collator(processor, max_length=cfg.data.max_length, system_prompt=cfg.data.system_prompt,
                         image_root=cfg.data.image_root, samples=pool)
-    return SFTTrainer(
+    return LlavaSFTTrainer(
         model=model,
         args=args,
         train_dataset=index_dataset(pool, range(len(train_samples))),
