@@ -180,6 +180,7 @@ def check_values(cfg) -> None:
         "peft.scope": ("language_model", "all"),
         "data.on_error": ("raise", "skip"),
         "hub.what": ("adapter", "merged"),
+        "eval.scorer": ("exact", "scienceqa", "qa"),
         "model.dtype": ("auto", "bfloat16", "float16", "float32"),
     }
     for key, allowed in choices.items():

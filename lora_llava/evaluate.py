@@ -1,4 +1,5 @@
-"""The eval stage: batched greedy generation on a split, scoring, and the files of PRODUCT.md's eval/."""
+"""The eval stage: greedy answers for a split (or an existing predictions file), scored by `eval.scorer`, written
+as PRODUCT.md's eval/ folder (predictions.jsonl, metrics.json, report.md + report.png)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from tqdm.auto import tqdm
 
 from lora_llava.data.collate import Collator
 from lora_llava.data.samples import Sample, Turn
+from lora_llava.scoring import score
+from lora_llava.scoring.report import write_results
 
 log = logging.getLogger("lora_llava")
 
@@ -24,71 +27,116 @@ def with_suffix(sample: Sample, suffix: str | None) -> Sample:
     return Sample(sample.id, turns + sample.turns[len(turns):], sample.images, sample.meta)
 
 
+def length_order(samples: list[Sample]) -> list[int]:
+    """Indices sorted so that a batch holds prompts of similar length: image prompts (hundreds of image
+    tokens) together, text-only ones together. Cuts padding; the answers do not depend on it."""
+    return sorted(range(len(samples)),
+                  key=lambda i: (len(samples[i].images), sum(len(t.text) for t in samples[i].prompt_turns())))
+
+
 @torch.no_grad()
 def generate(model, processor, samples: list[Sample], batch_size: int = 8, max_new_tokens: int = 16,
-             system_prompt: str | None = None, image_root=None, desc: str = "generating") -> list[str]:
-    """Greedy answers, left-padded batches; identical to batch size 1."""
+             system_prompt: str | None = None, image_root=None, desc: str = "generating",
+             group_by_length: bool = True) -> list[str]:
+    """Greedy answers in the order of `samples`, from left-padded batches; identical to batch size 1 (generate
+    derives position ids from the attention mask, so padding shifts nothing)."""
     collator = Collator(processor, system_prompt=system_prompt, image_root=image_root, generation=True)
     tokenizer = processor.tokenizer
     device = next(model.parameters()).device
     model.eval()
-    outputs = []
-    for start in tqdm(range(0, len(samples), batch_size), desc=desc, unit="batch", leave=False):
-        batch = collator(samples[start : start + batch_size])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        if "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
-        out = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        new = out[:, batch["input_ids"].shape[1]:]
-        outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    order = length_order(samples) if group_by_length else list(range(len(samples)))
+    outputs: list[str] = [""] * len(samples)
+    with tqdm(total=len(samples), desc=desc, unit="question", leave=False) as bar:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in collator([samples[i] for i in rows]).items()}
+            if "pixel_values" in batch:
+                batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+            out = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            for i, text in zip(rows, texts):
+                outputs[i] = text.strip()
+            bar.update(len(rows))
     return outputs
 
 
-def normalize(text: str) -> str:
-    return " ".join(text.strip().lower().rstrip(".").split())
+def read_predictions(path: str | Path, samples: list[Sample]) -> tuple[list[str], int]:
+    """Outputs for `samples` from a JSONL answers file as LLaVA's model_vqa_science.py writes it
+    (`question_id`, `text`). A question without an answer gets "" (wrong, as in LLaVA's scorer); returns
+    (outputs, number of such questions)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"eval.predictions={path}: no such file")
+    answers = {}
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                answers[str(row["question_id"])] = row["text"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}, line {number}: expected a JSON object with question_id and text "
+                                 f"({err})") from None
+    ids = [s.id for s in samples]
+    missing = [i for i in ids if i not in answers]
+    unknown = set(answers) - set(ids)
+    if len(missing) == len(ids) and ids:
+        raise ValueError(f"{path}: none of its {len(answers)} question_ids is a question of this split "
+                         f"(first ids: {ids[:3]} vs {list(answers)[:3]}); check eval.split and data.*")
+    if missing:
+        log.warning("%s: %d of %d questions have no prediction and count as wrong (e.g. %s)",
+                    path, len(missing), len(ids), ", ".join(missing[:5]))
+    if unknown:
+        log.warning("%s: %d predictions are for questions outside this split/limit and are not scored (e.g. %s)",
+                    path, len(unknown), ", ".join(sorted(unknown)[:5]))
+    return [answers.get(i, "") for i in ids], len(missing)
 
 
-def score_exact(samples: list[Sample], outputs: list[str]) -> tuple[list[dict], dict]:
-    rows = []
-    for sample, output in zip(samples, outputs):
-        rows.append({"id": sample.id, "prompt": sample.prompt_turns()[-1].text, "output": output,
-                     "parsed": normalize(output), "gold": sample.answer,
-                     "correct": normalize(output) == normalize(sample.answer)})
-    n = len(rows)
-    metrics = {"accuracy": sum(r["correct"] for r in rows) / n if n else 0.0, "n": n}
-    return rows, metrics
+def eval_samples(cfg) -> list[Sample]:
+    from lora_llava.data import load_splits
 
-
-def write_results(eval_dir: Path, rows: list[dict], metrics: dict) -> None:
-    eval_dir.mkdir(parents=True, exist_ok=True)
-    with open(eval_dir / "predictions.jsonl", "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    (eval_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    lines = ["# Evaluation", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
-    (eval_dir / "report.md").write_text("\n".join(lines) + "\n")
+    splits = load_splits(cfg.data)
+    if cfg.eval.split not in splits:
+        raise ValueError(f"eval.split={cfg.eval.split!r}: data.source={cfg.data.source} has splits "
+                         f"{', '.join(splits)}")
+    samples = splits[cfg.eval.split]
+    return samples[: cfg.eval.limit] if cfg.eval.limit else samples
 
 
 def evaluate(cfg, model, processor, samples: list[Sample]) -> tuple[list[dict], dict]:
-    if cfg.eval.limit:
-        samples = samples[: cfg.eval.limit]
+    """Generate answers for `samples` and score them."""
     prompts = [with_suffix(s, cfg.eval.answer_suffix) for s in samples]
     outputs = generate(model, processor, prompts, cfg.eval.batch_size, cfg.eval.max_new_tokens,
                        cfg.data.system_prompt, cfg.data.image_root)
-    return score_exact(samples, outputs)
+    return score(cfg.eval.scorer, samples, outputs, [p.prompt_turns()[-1].text for p in prompts],
+                 cfg.eval.metadata_fields)
+
+
+def score_file(cfg, samples: list[Sample]) -> tuple[list[dict], dict]:
+    """Score an existing predictions file; no model is loaded."""
+    outputs, missing = read_predictions(cfg.eval.predictions, samples)
+    prompts = [with_suffix(s, cfg.eval.answer_suffix).prompt_turns()[-1].text for s in samples]
+    rows, metrics = score(cfg.eval.scorer, samples, outputs, prompts, cfg.eval.metadata_fields)
+    metrics["missing"] = missing
+    return rows, metrics
 
 
 def eval_stage(cfg, ctx) -> None:
-    from lora_llava.data import load_splits
     from lora_llava.export import load_adapted
 
-    if ctx.model is None:
-        ctx.model, ctx.processor = load_adapted(cfg, cfg.adapter)
-    samples = load_splits(cfg.data)[cfg.eval.split]
-    rows, metrics = evaluate(cfg, ctx.model, ctx.processor, samples)
-    write_results(ctx.run_dir / "eval", rows, metrics)
+    samples = eval_samples(cfg)
+    if cfg.eval.predictions:
+        log.info("scoring %s against %d %s questions (no model)", cfg.eval.predictions, len(samples), cfg.eval.split)
+        rows, metrics = score_file(cfg, samples)
+    else:
+        if ctx.model is None:
+            ctx.model, ctx.processor = load_adapted(cfg, cfg.adapter)
+        rows, metrics = evaluate(cfg, ctx.model, ctx.processor, samples)
+    title = f"{cfg.recipe_name}: {cfg.eval.scorer} on {cfg.data.source} {cfg.eval.split}"
+    write_results(ctx.run_dir / "eval", rows, metrics, title)
     ctx.metrics = metrics
     log.info("eval on %s (%d samples): accuracy %.4f", cfg.eval.split, metrics["n"], metrics["accuracy"])
-    print(f"held-out accuracy: {metrics['accuracy']:.4f} on {metrics['n']} {cfg.eval.split} samples")
+    print(f"held-out accuracy: {metrics['accuracy']:.4f} on {metrics['n']} {cfg.eval.split} samples "
+          f"(report: {ctx.run_dir / 'eval' / 'report.md'})")

@@ -9,7 +9,8 @@ from PIL import Image
 from lora_llava.data import load_splits
 from lora_llava.data.collate import Collator
 from lora_llava.data.samples import Sample
-from lora_llava.evaluate import generate, score_exact
+from lora_llava.evaluate import generate
+from lora_llava.scoring import score
 from tests.conftest import smoke_config
 
 
@@ -27,12 +28,12 @@ def test_images_reach_the_language_model(trained_smoke):
     cfg = smoke_config()
     test = load_splits(cfg.data)["test"]
     model, processor = trained_smoke.model, trained_smoke.processor
-    _, metrics = score_exact(test, generate(model, processor, test, batch_size=32, max_new_tokens=8))
+    _, metrics = score("exact", test, generate(model, processor, test, batch_size=32, max_new_tokens=8))
     assert all(s.meta["image_only"] for s in test)
     assert metrics["accuracy"] >= 0.9
 
     blank = [Sample(s.id, s.turns, [Image.new("RGB", (32, 32), (245, 245, 245))], s.meta) for s in test]
-    _, blind = score_exact(blank, generate(model, processor, blank, batch_size=32, max_new_tokens=8))
+    _, blind = score("exact", blank, generate(model, processor, blank, batch_size=32, max_new_tokens=8))
     # 6 colours or 4 places: chance is at most 1/4 per question; a model reading the pixels cannot be fooled
     assert blind["accuracy"] <= 0.35
 
