@@ -8,6 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from lora_llava.config import config_dirs, list_recipes, register_schemas
+from lora_llava.distributed import launch_overrides
 
 
 def _translate_argv(argv: list[str]) -> list[str]:
@@ -23,7 +24,8 @@ def _translate_argv(argv: list[str]) -> list[str]:
         sys.exit(f"lora_llava: choose a recipe, e.g. `recipe=smoke`. Shipped recipes: {', '.join(list_recipes())}")
     # Overrides must stay contiguous for Hydra's argument parser, so ours goes first.
     head = ["--config-name", recipe] if recipe is not None else []
-    return [*head, f"hydra.searchpath=[file://{conf_dir}]", *out]
+    # Under torchrun / accelerate launch every process composes its own config: pin what must agree.
+    return [*head, f"hydra.searchpath=[file://{conf_dir}]", *out, *launch_overrides(argv)]
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig
 
 from lora_llava.config import check_values
+from lora_llava.distributed import is_main_process
 
 log = logging.getLogger("lora_llava")
 
@@ -50,6 +51,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunContext:
     ctx = RunContext(run_dir=Path(run_dir))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     for name in cfg.stages:
+        if name != "train" and not is_main_process():
+            continue  # under torchrun / accelerate: all processes train, rank 0 alone evaluates and writes
         log.info("stage %s", name)
         _stage(name)(cfg, ctx)
     return ctx

@@ -19,6 +19,7 @@ from lora_llava.data.images import load_image
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, SampleError
 
 IGNORE_INDEX = -100
+SAMPLE_IDS = "sample_ids"  # batch key with the ids of its samples, for error messages; never reaches the model
 
 
 def image_token_count(processor) -> int:
@@ -37,6 +38,8 @@ class Collator:
     image_root: str | Path | None = None
     generation: bool = False  # True: prompts only, left padding, no labels
     samples: list[Sample] | None = None  # rows of {"sample_index": i} are looked up here
+    image_cache: Any = None  # a PixelCache (data/image_cache.py): image files preprocessed once, read back later
+    with_ids: bool = False  # add batch[SAMPLE_IDS] (the trainer pops it before the forward pass)
     _n_image_tokens: int = field(init=False, default=0)
 
     def __post_init__(self):
@@ -92,3 +95,5 @@ class Collator:
         if pixels is not None:
             batch["pixel_values"] = pixels
         return batch
+        if self.with_ids:
+            batch[SAMPLE_IDS] = [s.id for s in samples]
