@@ -122,9 +122,11 @@ class EvalConfig:
 @dataclass
 class ExportConfig:
     merge: bool = False
-    dtype: str = "bfloat16"  # dtype the base is reloaded in for merging (never 4-bit)
+    dtype: str = "bfloat16"  # dtype the base is reloaded in for merging (never 4-bit): bfloat16 | float16 | float32
     max_shard_size: str = "2GB"
     verify: bool = True
+    tolerance: Optional[float] = None  # max |logit difference| merged vs adapter-on-base; null: per dtype
+    base_model: Optional[str] = None  # Hub id for the card when model.path is a local copy of a Hub model
 
 
 @dataclass
@@ -132,8 +134,9 @@ class HubConfig:
     repo_id: Optional[str] = None
     private: bool = True
     what: str = "adapter"  # adapter | merged
-    dry_run: bool = False
+    dry_run: bool = False  # stage and check what would be uploaded (run_dir/hub_upload), upload nothing
     commit_message: Optional[str] = None
+    # No token key on purpose: the token comes from HF_TOKEN or the `hf auth login` cache only.
 
 
 @dataclass
@@ -180,6 +183,7 @@ def check_values(cfg) -> None:
         "peft.scope": ("language_model", "all"),
         "data.on_error": ("raise", "skip"),
         "hub.what": ("adapter", "merged"),
+        "export.dtype": ("bfloat16", "float16", "float32"),
         "eval.scorer": ("exact", "scienceqa", "qa"),
         "model.dtype": ("auto", "bfloat16", "float16", "float32"),
     }
@@ -193,6 +197,8 @@ def check_values(cfg) -> None:
             raise ValueError(f"stages: unknown stage {stage!r}; choose from {', '.join(STAGES)}")
     if cfg.model.trust_remote_code and not cfg.model.revision:
         raise ValueError("model.trust_remote_code=true needs model.revision pinned to a commit")
+    if "push" in cfg.stages and not cfg.hub.dry_run and not cfg.hub.repo_id:
+        raise ValueError("stages has push but hub.repo_id is not set: pass hub.repo_id=ORG/NAME (or hub.dry_run=true)")
 
 
 def config_dirs():
