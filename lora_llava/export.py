@@ -1,9 +1,9 @@
 """The export stage: a complete Hub-style adapter folder (weights, processor, model card) and, when asked, a
 merged model (merge.py).
 
-`adapter/` holds adapter_config.json, adapter_model.safetensors (the LoRA weights and the trained projector), the
-processor files and README.md. It is written by the train stage and refreshed here once metrics exist; with
-`adapter=PATH` and no training it is assembled from PATH, which may also be a trainer checkpoint folder.
+`adapter/` holds adapter_config.json, adapter_model.safetensors (the LoRA weights and the trained projector),
+the processor files and README.md. The train stage writes it and this stage refreshes the card once metrics
+exist; with `adapter=PATH` and no training it is assembled from PATH (which may be a trainer checkpoint).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def find_metrics(cfg, ctx) -> dict | None:
 
 def describe_base_in_config(out_dir: Path, cfg) -> None:
     """adapter_config.json names the base by its Hub id (and revision) when known. For a local base, peft's
-    path stays: it is what AutoPeftModel loads on this machine, and the card explains where the base comes from."""
+    path stays: it is what AutoPeftModel loads on this machine; the card says where the base comes from."""
     from lora_llava.card import base_model_id
 
     path = Path(out_dir) / "adapter_config.json"
@@ -61,8 +61,9 @@ def save_adapter(model, processor, out_dir: Path, cfg, metrics: dict | None = No
 
 def check_adapter_source(src: Path) -> None:
     if not (src / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"adapter={src}: no adapter_config.json there; point adapter= at a folder written "
-                                "by the train stage (<run>/adapter) or a checkpoint (<run>/checkpoints/checkpoint-N)")
+        raise FileNotFoundError(f"adapter={src}: no adapter_config.json there; point adapter= at a folder "
+                                "written by the train stage (<run>/adapter) or a checkpoint "
+                                "(<run>/checkpoints/checkpoint-N)")
     if not (src / "adapter_model.safetensors").is_file():
         pickled = [p.name for p in src.glob("adapter_model*") if p.suffix in PICKLE_SUFFIXES]
         hint = (f" It has {', '.join(pickled)}, a pickle, which this toolkit does not load: re-save it with "
@@ -89,7 +90,7 @@ def assemble_adapter(cfg, src: Path, out_dir: Path) -> Path:
             shutil.copy2(path, out_dir / path.name)
     if skipped:
         log.info("not copied from %s: %s (training state and pickles)", src, ", ".join(skipped))
-    if not (out_dir / "processor_config.json").is_file() and not (out_dir / "preprocessor_config.json").is_file():
+    if not any((out_dir / name).is_file() for name in ("processor_config.json", "preprocessor_config.json")):
         log.info("%s has no processor files: adding the base model's processor", src)
         load_processor(cfg.model).save_pretrained(out_dir)
     describe_base_in_config(out_dir, cfg)

@@ -25,18 +25,19 @@ class PushError(RuntimeError):
 
 
 def source_folder(cfg, ctx) -> Path:
-    """The folder to publish: this run's adapter/ (assembled from adapter=PATH without training) or merged/."""
+    """This run's adapter/ (assembled from adapter=PATH without training), or merged/."""
     from lora_llava.card import write_model_card
     from lora_llava.export import ensure_adapter_dir, find_metrics
 
     if cfg.hub.what == "merged":
-        # This run's merged/, or the one beside adapter=PATH (<earlier run>/merged next to <earlier run>/adapter).
+        # This run's merged/, or the one beside adapter=PATH (an earlier run's merged/ next to its adapter/).
         candidates = [ctx.run_dir / "merged"] + ([Path(cfg.adapter).parent / "merged"] if cfg.adapter else [])
         for merged in candidates:
             if (merged / "config.json").is_file():
                 return merged
-        raise FileNotFoundError(f"hub.what=merged but there is no merged model in {' or '.join(map(str, candidates))}: "
-                                "run stages=[export,push] export.merge=true (with adapter=PATH when not training)")
+        raise FileNotFoundError(f"hub.what=merged but there is no merged model in "
+                                f"{' or '.join(map(str, candidates))}: run stages=[export,push] "
+                                "export.merge=true (with adapter=PATH when not training)")
     adapter = ensure_adapter_dir(cfg, ctx)
     if not (adapter / "README.md").is_file():
         write_model_card(adapter, cfg, find_metrics(cfg, ctx))
@@ -67,13 +68,13 @@ def check_card(folder: Path) -> None:
     if missing:
         raise PushError(f"{folder / 'README.md'}: the model card lacks {', '.join(missing)}")
     if not card.data.base_model:
-        log.warning("%s names no base_model (the base is local): pass export.base_model=ORG/NAME so the Hub links "
-                    "this upload to its base", folder / "README.md")
+        log.warning("%s names no base_model (the base is local): pass export.base_model=ORG/NAME so the Hub "
+                    "links this upload to its base", folder / "README.md")
 
 
 def check_adapter(cfg, folder: Path) -> None:
-    """The staged adapter loads onto the base with PeftModel.from_pretrained, every tensor in the file lands in
-    the model (LoRA and projector), and the processor loads."""
+    """The staged adapter loads onto the base with PeftModel.from_pretrained, every tensor in the file lands
+    in the model (LoRA and projector) unchanged, and the processor loads."""
     import torch
     from peft import PeftModel, get_peft_model_state_dict
     from safetensors.torch import load_file
@@ -89,7 +90,8 @@ def check_adapter(cfg, folder: Path) -> None:
         raise PushError(f"{folder}: the adapter file and the model disagree on tensors "
                         f"(only in file: {sorted(set(saved) - set(loaded))[:5]}, "
                         f"only in model: {sorted(set(loaded) - set(saved))[:5]})")
-    differ = [k for k, v in saved.items() if not torch.equal(v.to(loaded[k].device, loaded[k].dtype), loaded[k])]
+    differ = [k for k, v in saved.items() if not torch.equal(v.to(loaded[k].device, loaded[k].dtype),
+                                                             loaded[k])]
     if differ:
         raise PushError(f"{folder}: {len(differ)} tensor(s) did not load as saved, e.g. {differ[0]}")
     AutoProcessor.from_pretrained(folder)
@@ -101,20 +103,20 @@ def check_merged(folder: Path) -> None:
     report_path = folder / "verification.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     if report.get("passed") is not True:
-        raise PushError(f"{folder}: no passed check in verification.json; rerun the export with export.merge=true "
-                        "export.verify=true before publishing the merged model")
+        raise PushError(f"{folder}: no passed check in verification.json; rerun the export with "
+                        "export.merge=true export.verify=true before publishing the merged model")
     check_card(folder)
     AutoConfig.from_pretrained(folder)
     AutoProcessor.from_pretrained(folder)
 
 
-def default_message(cfg, ctx) -> str:
+def default_message(cfg, metrics: dict | None) -> str:
     from lora_llava.card import base_model_id
 
     base = base_model_id(cfg) or Path(cfg.model.path).name
     what = "merged model" if cfg.hub.what == "merged" else f"LoRA adapter (r={cfg.peft.r}) and projector"
-    score = f"; {cfg.eval.split} accuracy {ctx.metrics['accuracy']:.4f}" if (ctx.metrics or {}).get("accuracy") \
-        is not None else ""
+    accuracy = (metrics or {}).get("accuracy")
+    score = f"; {cfg.eval.split} accuracy {accuracy:.4f}" if isinstance(accuracy, float) else ""
     return f"Upload {what} for {base} (lora_llava recipe {cfg.recipe_name}{score})"
 
 
@@ -122,7 +124,8 @@ def hub_token() -> str:
     from huggingface_hub import constants, get_token
 
     if constants.is_offline_mode():
-        raise PushError("HF_HUB_OFFLINE is set: unset it to push (hub.dry_run=true stages and checks offline)")
+        raise PushError("HF_HUB_OFFLINE is set: unset it to push (hub.dry_run=true stages and checks "
+                        "offline)")
     token = get_token()
     if not token:
         raise PushError("no Hugging Face token: set HF_TOKEN or run `hf auth login` "
@@ -166,13 +169,19 @@ def push_stage(cfg, ctx) -> None:
         check_adapter(cfg, staging)
     log.info("staged %s checked: it loads and its card parses", staging)
     if cfg.hub.dry_run:
-        print(f"dry run: nothing uploaded; a push would send these files to {cfg.hub.repo_id or 'hub.repo_id'}")
+        print(f"dry run: nothing uploaded; a push would send these files to "
+              f"{cfg.hub.repo_id or 'hub.repo_id'}")
         return
-    message = cfg.hub.commit_message or default_message(cfg, ctx)
+    from lora_llava.export import find_metrics
+
+    message = cfg.hub.commit_message or default_message(cfg, find_metrics(cfg, ctx))
     try:
         url, commit = upload(cfg, staging, message, token)
     except PushError as err:
-        retry = f"stages=[push] adapter={src} hub.repo_id={cfg.hub.repo_id}" if cfg.hub.what == "adapter" else "the push"
-        raise PushError(f"{err}. The local folder {src} is unchanged; fix the cause and rerun {retry}") from None
+        retry = f"stages=[push] adapter={src} hub.repo_id={cfg.hub.repo_id}" if cfg.hub.what == "adapter" \
+            else "the push"
+        raise PushError(f"{err}. The local folder {src} is unchanged; fix the cause and rerun {retry}") \
+            from None
     ctx.extra["hub_url"] = url
-    print(f"pushed {len(files)} file(s) to {url} ({'private' if cfg.hub.private else 'public'}): {commit.commit_url}")
+    visibility = "private" if cfg.hub.private else "public"
+    print(f"pushed {len(files)} file(s) to {url} ({visibility}) in one commit: {commit.commit_url}")

@@ -18,7 +18,7 @@ PROJECTOR = "multi_modal_projector"
 
 def projector_weights(model) -> dict[str, torch.Tensor]:
     """The projector's effective weights (the trained copy under peft, the only copy in a plain model)."""
-    return {n.split(PROJECTOR)[1].replace(".modules_to_save.default", "").replace(".original_module", ""): p.detach()
+    return {n.split(PROJECTOR)[1].replace(".modules_to_save.default", ""): p.detach()
             for n, p in model.named_parameters() if PROJECTOR in n and "original_module" not in n}
 
 
@@ -32,7 +32,8 @@ def test_adapter_folder_is_complete(trained_smoke):
     assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl"))]
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert (config["r"], config["lora_alpha"], config["peft_type"]) == (16, 32, "LORA")
-    assert "q_proj" in config["target_modules"] and "vision_tower" in config["target_modules"]  # the exclusion
+    # a regex scoped to the language model, with the CLIP tower excluded
+    assert "q_proj" in config["target_modules"] and "vision_tower" in config["target_modules"]
     assert config["modules_to_save"] == [PROJECTOR]
     with safe_open(adapter / "adapter_model.safetensors", "pt") as f:
         keys = list(f.keys())
@@ -52,18 +53,19 @@ def test_reloaded_adapter_gives_the_trained_answers_and_projector(trained_smoke)
     base_projector = {k: v.clone() for k, v in projector_weights(base).items()}
     reloaded = PeftModel.from_pretrained(base, str(trained_smoke.run_dir / "adapter"))
     test = load_splits(cfg.data)["test"][:24]
-    trained_answers = generate(trained_smoke.model, trained_smoke.processor, test, batch_size=24, max_new_tokens=6)
+    trained_answers = generate(trained_smoke.model, trained_smoke.processor, test, batch_size=24,
+                               max_new_tokens=6)
     assert generate(reloaded, processor, test, batch_size=24, max_new_tokens=6) == trained_answers
     trained, loaded = projector_weights(trained_smoke.model), projector_weights(reloaded)
     assert trained.keys() == loaded.keys() == base_projector.keys() and trained
     for name in trained:
         assert torch.equal(trained[name], loaded[name]), name
-        assert not torch.allclose(base_projector[name], loaded[name]), f"{name} is the base's, not the trained one"
+        assert not torch.allclose(base_projector[name], loaded[name]), f"{name} is the base's, not trained"
 
 
 @pytest.fixture(scope="module")
 def merged_run(trained_smoke, tmp_path_factory):
-    """stages=[export] adapter=<trained run>/adapter export.merge=true in fp32, in small shards: no training."""
+    """stages=[export] adapter=<trained run>/adapter export.merge=true, fp32, small shards: no training."""
     cfg = smoke_config("stages=[export]", f"adapter={trained_smoke.run_dir / 'adapter'}", "export.merge=true",
                        "export.dtype=float32", "export.max_shard_size=300KB")
     return run(cfg, tmp_path_factory.mktemp("merge_run"))
@@ -115,7 +117,8 @@ def test_merge_check_fails_above_tolerance(trained_smoke, tmp_path):
 
 def qlora_adapter(cfg, out_dir):
     """A few AdamW steps of LoRA + projector on the 4-bit (NF4) tiny model, saved as the train stage saves it.
-    (Trained by hand: TRL casts QLoRA's trainable weights to bf16, which CPU training without autocast rejects.)"""
+    (Trained by hand: TRL casts QLoRA's trainable weights to bf16, which CPU training without autocast
+    rejects.)"""
     from lora_llava.adapters import apply_adapters
     from lora_llava.export import save_adapter
     from lora_llava.model import build_model_and_processor
@@ -133,7 +136,7 @@ def qlora_adapter(cfg, out_dir):
 
 
 def test_qlora_adapter_merges_into_16bit(tmp_path):
-    """An adapter trained on the NF4 base merges into a bf16 base: no Linear4bit, recorded in verification.json."""
+    """An adapter trained on the NF4 base merges into a bf16 base, no Linear4bit left; verification.json."""
     from transformers import LlavaForConditionalGeneration
 
     from lora_llava.model import build_model_and_processor
