@@ -142,9 +142,13 @@ def upload(cfg, staging: Path, message: str, token: str):
     try:
         url = api.create_repo(cfg.hub.repo_id, private=cfg.hub.private, repo_type="model", exist_ok=True)
         step = f"reading the visibility of {cfg.hub.repo_id}"
-        if cfg.hub.private and not api.model_info(cfg.hub.repo_id).private:
+        private = api.model_info(cfg.hub.repo_id).private
+        if cfg.hub.private and not private:
             raise PushError(f"{cfg.hub.repo_id} already exists and is public, but hub.private=true: make it "
                             "private on the Hub, or pass hub.private=false to publish there")
+        if private and not cfg.hub.private:
+            log.warning("%s already exists and is private; it stays private (change it on the Hub)",
+                        cfg.hub.repo_id)
         step = f"uploading {staging} to {cfg.hub.repo_id}"
         commit = api.upload_folder(repo_id=cfg.hub.repo_id, folder_path=staging, repo_type="model",
                                    commit_message=message)
@@ -153,7 +157,7 @@ def upload(cfg, staging: Path, message: str, token: str):
     except Exception as err:
         reason = f"{type(err).__name__}: {err}".replace(token, "<token>")
         raise PushError(f"push failed while {step}: {reason}") from None  # the cause's text may quote headers
-    return str(url), commit
+    return str(url), commit, private
 
 
 def push_stage(cfg, ctx) -> None:
@@ -176,12 +180,12 @@ def push_stage(cfg, ctx) -> None:
 
     message = cfg.hub.commit_message or default_message(cfg, find_metrics(cfg, ctx))
     try:
-        url, commit = upload(cfg, staging, message, token)
+        url, commit, private = upload(cfg, staging, message, token)
     except PushError as err:
         retry = f"stages=[push] adapter={src} hub.repo_id={cfg.hub.repo_id}" if cfg.hub.what == "adapter" \
             else "the push"
         raise PushError(f"{err}. The local folder {src} is unchanged; fix the cause and rerun {retry}") \
             from None
     ctx.extra["hub_url"] = url
-    visibility = "private" if cfg.hub.private else "public"
-    print(f"pushed {len(files)} file(s) to {url} ({visibility}) in one commit: {commit.commit_url}")
+    print(f"pushed {len(files)} file(s) to {url} ({'private' if private else 'public'}) in one commit: "
+          f"{commit.commit_url}")

@@ -134,7 +134,8 @@ def test_push_creates_the_repo_and_uploads_exactly_the_adapter(hub, adapter_dir,
     uploaded = {name: hashlib.sha256(data).hexdigest() for name, data in hub.commits[0]["files"].items()}
     assert uploaded == folder_digest(tmp_path / "adapter") == folder_digest(tmp_path / "hub_upload")
     assert uploaded["adapter_model.safetensors"] == source_before["adapter_model.safetensors"]
-    assert f"https://huggingface.co/{REPO}" in out.out and ctx.extra["hub_url"].endswith(REPO)
+    assert f"to https://huggingface.co/{REPO} ({'private' if private else 'public'}) in one commit" in out.out
+    assert ctx.extra["hub_url"] == f"https://huggingface.co/{REPO}"
     # the token travels only in the Authorization header, and nowhere the run leaves behind
     sent = {path: headers.get("authorization") for _, path, headers, _ in hub.requests}
     assert sent["/api/repos/create"] == sent[f"/api/models/{REPO}/commit/main"] == f"Bearer {TOKEN}"
