@@ -83,8 +83,8 @@ class Preemption(TrainerCallback):
 
 class TrainLog(TrainerCallback):
     """logs/train_log.jsonl (a line per logged step, appended across resumes) and logs/loss.png (train and eval
-    loss, redrawn at each checkpoint and at the end). `seen` is the trainer's set of sample ids this process
-    trained on; at the end the processes compare theirs, which shows that each read its own shard."""
+    loss, redrawn at each checkpoint and at the end). `seen` is the trainer's set of (epoch, sample id) this
+    process trained on; at the end the processes compare theirs: within an epoch each reads its own shard."""
 
     def __init__(self, logs_dir: Path, seen: set | None = None):
         self.logs_dir = Path(logs_dir)
@@ -118,9 +118,9 @@ class TrainLog(TrainerCallback):
         if state.is_world_process_zero:
             plot_losses(state.log_history, self.logs_dir / "loss.png")
             if len(shards) > 1:
-                overlap = len(set.intersection(*shards))
+                overlap = len(set.intersection(*shards))  # the same sample in the same epoch on every rank
                 sizes = [len(s) for s in shards]
-                log.info("distinct samples trained on, by rank: %s; seen by every rank: %d", sizes, overlap)
+                log.info("(epoch, sample) pairs trained on, by rank: %s; on every rank: %d", sizes, overlap)
                 self.write({"event": "data_shards", "samples_by_rank": sizes, "overlap": overlap})
 
 

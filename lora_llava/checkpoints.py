@@ -20,8 +20,9 @@ log = logging.getLogger("lora_llava")
 MANIFEST = "lora_llava_checkpoint.json"
 STAGING_PREFIX = ".incomplete-"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
-# What transformers' Trainer needs to resume an adapter run (RNG files are optional to it, so not listed).
-REQUIRED = ("trainer_state.json", "adapter_model.safetensors", "optimizer.pt", "scheduler.pt")
+# Without a manifest (a checkpoint from plain transformers, say) at least the Trainer's state must be there; the
+# weight and optimizer files differ between single-GPU, FSDP and DeepSpeed checkpoints.
+REQUIRED = ("trainer_state.json",)
 
 
 def checkpoint_step(path: Path) -> int | None:

@@ -32,7 +32,10 @@ def checkpoint_path(model_cfg) -> str:
 def _device_map():
     if not torch.cuda.is_available():
         return None
-    # One process per GPU under accelerate/torchrun: each loads the whole model onto its own device.
+    # FSDP and ZeRO-3 shard the model themselves (conf/accelerate/): a whole copy per GPU is what they avoid.
+    if os.environ.get("ACCELERATE_USE_FSDP") == "true" or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        return None
+    # One process per GPU under accelerate/torchrun (DDP, ZeRO-2): each loads the whole model onto its own device.
     return {"": int(os.environ.get("LOCAL_RANK", 0))}
 
 

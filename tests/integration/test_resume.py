@@ -17,13 +17,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-# 32 samples in batches of 4: 8 steps an epoch, 24 in all; a loss logged at every step; no scheduled checkpoint
+# 16 samples in batches of 4: 4 steps an epoch, 12 in all; a loss logged at every step; no scheduled checkpoint
 # before the end (only the one the signal asks for). The signal lands in the second epoch, so the resume must
 # rebuild that epoch's data order and then cross into the third.
-ARGS = ["recipe=smoke", "stages=[train]", "data.synthetic.n_train=32", "data.synthetic.n_eval=8",
+ARGS = ["recipe=smoke", "stages=[train]", "data.synthetic.n_train=16", "data.synthetic.n_eval=8",
         "train.batch_size=4", "train.epochs=3", "train.logging_steps=1", "train.save_steps=1000",
         "train.eval_steps=null"]
-STEPS, STEPS_PER_EPOCH, SIGNAL_AFTER = 24, 8, 10
+STEPS, STEPS_PER_EPOCH, SIGNAL_AFTER = 12, 4, 5
 
 
 def _env(tmp_path):
@@ -75,11 +75,11 @@ def runs(tmp_path_factory):
                    "losses": _losses(killed)}
     saved = killed / "checkpoints" / f"checkpoint-{max(interrupted['losses'])}"
     # A later checkpoint cut off mid-copy, and a staging folder of a save that never finished: both must be skipped.
-    damaged = killed / "checkpoints" / "checkpoint-22"
+    damaged = killed / "checkpoints" / "checkpoint-10"
     shutil.copytree(saved, damaged)
     weights = damaged / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    (killed / "checkpoints" / ".incomplete-checkpoint-23" / "checkpoint-23").mkdir(parents=True)
+    (killed / "checkpoints" / ".incomplete-checkpoint-11" / "checkpoint-11").mkdir(parents=True)
     resumed_proc = _start(killed, env, "train.resume=auto")
     assert straight_proc.wait(timeout=300) == 0, _output(straight)[-3000:]
     assert resumed_proc.wait(timeout=300) == 0, _output(killed)[-3000:]
@@ -117,8 +117,8 @@ def test_resumed_adapter_equals_the_straight_run(runs):
 def test_damaged_and_half_written_checkpoints_are_skipped_with_a_message(runs):
     _, killed, interrupted = runs
     out = _output(killed)
-    assert "skipping" in out and "checkpoint-22: adapter_model.safetensors has" in out
-    assert ".incomplete-checkpoint-23: interrupted while being written" in out
+    assert "skipping" in out and "checkpoint-10: adapter_model.safetensors has" in out
+    assert ".incomplete-checkpoint-11: interrupted while being written" in out
     assert f"resuming from {killed / 'checkpoints' / ('checkpoint-' + str(max(interrupted['losses'])))}" in out
 
 
@@ -126,7 +126,7 @@ def test_save_total_limit_keeps_the_newest_complete_checkpoint(runs):
     _, killed, _ = runs
     left = sorted(p.name for p in (killed / "checkpoints").iterdir())
     # smoke keeps 1: the resume point went, the damaged copy is left for a person, the staging folder is gone
-    assert left == ["README.md", "checkpoint-22", f"checkpoint-{STEPS}"]
+    assert left == ["README.md", "checkpoint-10", f"checkpoint-{STEPS}"]
 
 
 def test_logs_people_can_use(runs):

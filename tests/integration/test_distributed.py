@@ -1,0 +1,109 @@
+"""More than one process: `torchrun --nproc_per_node 2` (CPU, gloo) of the smoke recipe trains on disjoint shards,
+writes one adapter and one set of reports from rank 0, logs the world size, and scores as well as one process;
+`accelerate launch` with the shipped DDP preset does the same; the FSDP / DeepSpeed presets are valid accelerate
+configs; processes that could not agree on a run directory are stopped before they start."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lora_llava.config import config_dirs
+
+PRESETS = sorted((config_dirs()[0] / "accelerate").glob("*.yaml"))
+
+
+def _env():
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_presets_are_accelerate_configs_with_known_options(preset):
+    from accelerate.commands.config.config_args import ClusterConfig
+    from accelerate.commands.launch import launch_command_parser
+
+    ClusterConfig.from_yaml_file(str(preset))  # unknown top-level keys raise
+    options = {a.dest for a in launch_command_parser()._actions}
+    nested = yaml.safe_load(preset.read_text())
+    for section, prefix in (("fsdp_config", "fsdp_"), ("deepspeed_config", "")):
+        for key in nested.get(section, {}):
+            name = key if key.startswith(prefix) else prefix + key
+            assert name in options, f"{preset.name}: {section}.{key} is not an `accelerate launch` option"
+
+
+def test_presets_cover_ddp_fsdp_and_zero():
+    kinds = {yaml.safe_load(p.read_text())["distributed_type"] for p in PRESETS}
+    stages = {yaml.safe_load(p.read_text()).get("deepspeed_config", {}).get("zero_stage") for p in PRESETS}
+    assert {"MULTI_GPU", "FSDP", "DEEPSPEED"} <= kinds and {2, 3} <= stages
+
+
+def test_a_launch_without_a_shared_run_directory_stops_before_composing(tmp_path):
+    checkout = str(Path(__file__).resolve().parents[2])
+    env = {**_env(), "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "PYTHONPATH": checkout}
+    proc = subprocess.run([sys.executable, "-m", "lora_llava", "recipe=smoke"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert "process 1 of 2" in proc.stderr and "hydra.run.dir=" in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_the_trainer_builds_the_two_group_optimizer(tmp_path):
+    """FSDP refuses an optimizer built before the Trainer: ours is built by it, with the projector's own rate."""
+    from lora_llava.adapters import apply_adapters
+    from lora_llava.data import load_splits
+    from lora_llava.model import build_model_and_processor
+    from lora_llava.train import build_trainer
+    from tests.conftest import smoke_config
+
+    cfg = smoke_config("train.learning_rate=1e-3", "train.projector_learning_rate=1e-4",
+                       "data.synthetic.n_train=8", "data.synthetic.n_eval=4")
+    model, processor = build_model_and_processor(cfg.model, cfg.quant)
+    model = apply_adapters(model, cfg.peft, False, False)
+    trainer = build_trainer(cfg, model, processor, load_splits(cfg.data), tmp_path, model.dtype)
+    assert trainer.optimizer is None
+    groups = trainer.create_optimizer().param_groups
+    assert [g["lr"] for g in groups] == [1e-3, 1e-4]
+    projector = {id(p) for n, p in model.named_parameters() if "multi_modal_projector" in n and p.requires_grad}
+    assert {id(p) for p in groups[1]["params"]} == projector
+
+
+def _launch(launcher: list[str], run_dir: Path, *overrides: str, timeout: int = 900):
+    cmd = [*launcher, "-m", "lora_llava", "recipe=smoke", *overrides, f"hydra.run.dir={run_dir}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc.stdout + proc.stderr
+
+
+def _check_rank0_wrote_one_run(run_dir: Path, output: str, n_train: int):
+    rows = [json.loads(line) for line in (run_dir / "logs/train_log.jsonl").open()]
+    start = next(r for r in rows if r.get("event") == "start")
+    shards = next(r for r in rows if r.get("event") == "data_shards")
+    assert start["world_size"] == 2 and "training: world size 2" in output
+    # every (epoch, sample) trained exactly once, by one of the two ranks
+    assert shards["overlap"] == 0 and sum(shards["samples_by_rank"]) == n_train * rows[-2]["epoch"]
+    assert sorted(p.name for p in run_dir.iterdir() if p.suffix == ".log") == ["__main__.log", "rank1.log"]
+    assert (run_dir / "adapter/adapter_model.safetensors").is_file()
+    assert len(list((run_dir / "logs").glob("events.out.tfevents.*"))) == 1  # one TensorBoard writer: rank 0
+
+
+@pytest.mark.slow  # ~60-70 s on 2 idle cores, several minutes on a busy machine
+def test_torchrun_two_processes_train_the_smoke_recipe(tmp_path):
+    """Per-process batch 8 keeps the single-process global batch of 16, so the same bar applies."""
+    run_dir = tmp_path / "ddp"
+    output = _launch(["torchrun", "--nproc_per_node", "2"], run_dir, "train.batch_size=8")
+    _check_rank0_wrote_one_run(run_dir, output, 512)
+    metrics = json.loads((run_dir / "eval/metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.9, metrics
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_the_ddp_preset(tmp_path):
+    run_dir = tmp_path / "accelerate"
+    preset = config_dirs()[0] / "accelerate" / "ddp.yaml"
+    output = _launch(["accelerate", "launch", "--config_file", str(preset)], run_dir, "stages=[train]",
+                     "data.synthetic.n_train=32", "train.batch_size=4", "train.max_steps=8")
+    _check_rank0_wrote_one_run(run_dir, output, 32)
