@@ -64,6 +64,13 @@ class SyntheticConfig:
 
 
 @dataclass
+class ScienceQAConfig:
+    # The original release's problems.json: read for the metadata (subject, grade, ...) of LLaVA-JSON samples.
+    problems: Optional[str] = None
+    pid_splits: Optional[str] = None  # default: pid_splits.json beside problems.json
+
+
+@dataclass
 class DataConfig:
     source: str = "synthetic"  # synthetic | scienceqa | llava_json | jsonl | hf
     path: Optional[str] = None  # file, directory or Hub id, depending on source
@@ -74,7 +81,15 @@ class DataConfig:
     val_fraction: float = 0.05  # used when the source has no validation split
     prompt_format: str = "llava-1.5"
     system_prompt: Optional[str] = None
-    columns: dict[str, str] = field(default_factory=dict)  # hf/jsonl: our field -> the dataset's column
+    # hf/jsonl: our field -> the dataset's column (null: a column of the field's own name). The keys are listed so
+    # that `data.columns.question=prompt` overrides work on Hydra's closed config.
+    columns: dict[str, Optional[str]] = field(default_factory=lambda: dict.fromkeys(
+        ("id", "image", "question", "answer", "conversations")))
+    # split -> local file, instead of `path` (null: none); `+data.data_files.NAME=FILE` adds other split names.
+    data_files: dict[str, Optional[str]] = field(default_factory=lambda: dict.fromkeys(
+        ("train", "validation", "test")))
+    name: Optional[str] = None  # hf/scienceqa: the `datasets` configuration (subset) name
+    image_placement: str = "keep"  # keep | front (LLaVA's training moves <image> to the start of its turn)
     max_length: int = 2048
     limit: Optional[int] = None  # first N training samples, for quick runs
     on_error: str = "raise"  # raise | skip
@@ -82,6 +97,7 @@ class DataConfig:
     num_workers: int = 0
     seed: int = 0
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    scienceqa: ScienceQAConfig = field(default_factory=ScienceQAConfig)
 
 
 @dataclass
@@ -182,6 +198,7 @@ def check_values(cfg) -> None:
         "peft.method": ("lora",),
         "peft.scope": ("language_model", "all"),
         "data.on_error": ("raise", "skip"),
+        "data.image_placement": ("keep", "front"),
         "hub.what": ("adapter", "merged"),
         "export.dtype": ("bfloat16", "float16", "float32"),
         "eval.scorer": ("exact", "scienceqa", "qa"),

@@ -124,6 +124,7 @@ def score_file(cfg, samples: list[Sample]) -> tuple[list[dict], dict]:
 
 
 def eval_stage(cfg, ctx) -> None:
+    from lora_llava.data.screen import screen_split
     from lora_llava.export import load_adapted
 
     samples = eval_samples(cfg)
@@ -133,6 +134,7 @@ def eval_stage(cfg, ctx) -> None:
     else:
         if ctx.model is None:
             ctx.model, ctx.processor = load_adapted(cfg, cfg.adapter)
+        samples = screen_split(samples, cfg.data, ctx.processor, ctx.run_dir, cfg.eval.split, generation=True)
         rows, metrics = evaluate(cfg, ctx.model, ctx.processor, samples)
     title = f"{cfg.recipe_name}: {cfg.eval.scorer} on {cfg.data.source} {cfg.eval.split}"
     write_results(ctx.run_dir / "eval", rows, metrics, title)

@@ -11,6 +11,7 @@ import torch
 from lora_llava.adapters import apply_adapters, optimizer_param_groups
 from lora_llava.data import load_splits
 from lora_llava.data.collate import Collator
+from lora_llava.data.screen import screen_splits
 from lora_llava.model import build_model_and_processor, resolve_dtype
 
 log = logging.getLogger("lora_llava")
@@ -99,6 +100,8 @@ def train(cfg, run_dir: Path):
     splits = load_splits(cfg.data)
     if cfg.data.limit:
         splits[cfg.data.train_split] = splits[cfg.data.train_split][: cfg.data.limit]
+    # Bad samples stop the run here (data.on_error=raise) or are left out and listed (skip), never mid-training.
+    splits = screen_splits(splits, cfg.data, processor, run_dir, [cfg.data.train_split, cfg.data.eval_split])
     trainer = build_trainer(cfg, model, processor, splits, run_dir, dtype)
     trainer.train(resume_from_checkpoint=cfg.train.resume)
     return trainer.model, processor

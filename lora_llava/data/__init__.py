@@ -13,11 +13,41 @@ def _synthetic(cfg):
     return load_synthetic(cfg)
 
 
+def _scienceqa(cfg):
+    from lora_llava.data.scienceqa import load_scienceqa
+
+    return load_scienceqa(cfg)
+
+
+def _llava_json(cfg):
+    from lora_llava.data.llava_json import load_llava_json
+
+    return load_llava_json(cfg)
+
+
+def _jsonl(cfg):
+    from lora_llava.data.jsonl import load_jsonl
+
+    return load_jsonl(cfg)
+
+
+def _hf(cfg):
+    from lora_llava.data.hf import load_hf
+
+    return load_hf(cfg)
+
+
 # source name -> loader(data_cfg) -> {split: [Sample]}. Loaders import their own dependencies lazily.
-SOURCES = {"synthetic": _synthetic}
+SOURCES = {"synthetic": _synthetic, "scienceqa": _scienceqa, "llava_json": _llava_json, "jsonl": _jsonl, "hf": _hf}
 
 
 def load_splits(cfg) -> dict[str, list[Sample]]:
+    """{split: samples} with canonical split names, a seeded validation split when the data has none, and
+    `<image>` placed per data.image_placement. Bad samples are not removed here: see data/screen.py."""
+    from lora_llava.data.placement import place_images
+    from lora_llava.data.splits import with_validation
+
     if cfg.source not in SOURCES:
         raise ValueError(f"data.source={cfg.source!r} is not one of {', '.join(sorted(SOURCES))}")
-    return SOURCES[cfg.source](cfg)
+    splits = with_validation(SOURCES[cfg.source](cfg), cfg)
+    return {name: place_images(samples, cfg.image_placement) for name, samples in splits.items()}

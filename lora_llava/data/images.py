@@ -1,13 +1,21 @@
-"""Image loading that never lets a bad file through silently: path safety, decoding, mode conversion."""
+"""Image loading that never lets a bad file through silently: path safety, decoding, mode conversion.
+
+Every failure is a SampleError naming the sample, the file and the reason: a missing file, a path that escapes
+the image root, a corrupt or truncated file, an image over Pillow's decompression-bomb limit.
+"""
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from lora_llava.data.samples import SampleError
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 def resolve_path(sample_id: str, ref: str, root: str | Path | None) -> Path:
@@ -25,30 +33,64 @@ def resolve_path(sample_id: str, ref: str, root: str | Path | None) -> Path:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB with EXIF orientation applied; transparency composited onto white (not black)."""
+    """RGB with EXIF orientation applied; transparency composited onto white (not black); 16-bit scaled."""
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode in SIXTEEN_BIT_MODES:
+        # A plain convert("L") clips 16-bit values at 255, turning most of the picture white.
         image = image.point(lambda v: v / 256).convert("L")
-    if image.mode == "P":
+    if image.mode == "P" or "transparency" in image.info:
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
     return image.convert("RGB")
 
 
+def _decode(sample_id: str, source, where: str | None) -> Image.Image:
+    """Open and fully decode `source` (a path or a file object); every Pillow failure becomes a SampleError."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its pixel limit; such an image is refused like a larger one.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                image.load()
+                return to_rgb(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise SampleError(sample_id, f"image exceeds the decompression-bomb limit ({err})", where) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        # OSError covers unreadable, unidentified and truncated files ("image file is truncated").
+        raise SampleError(sample_id, f"cannot decode image: corrupt or truncated file ({err})", where) from None
+
+
+def _encoded_bytes(image: Image.Image) -> bytes | None:
+    """The encoded bytes behind a lazily opened in-memory image (how the data sources keep Hub images), so each
+    use decodes a fresh copy and the shared object never caches its pixels; None for any other image."""
+    fp = getattr(image, "fp", None)
+    return fp.getvalue() if isinstance(image, ImageFile.ImageFile) and isinstance(fp, io.BytesIO) else None
+
+
+def open_encoded(data: bytes) -> Image.Image | bytes:
+    """A lazily decoded image for encoded bytes (a `datasets` image column read with decode=False). Bytes that
+    Pillow cannot even identify are returned as they are, so the failure is reported for the right sample when
+    the image is loaded, not while the whole split is being read."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - any failure is reported later by load_image, naming the sample
+        return data
+
+
 def load_image(sample_id: str, ref: Any, root: str | Path | None = None) -> Image.Image:
-    """A decoded RGB image for `ref` (a path or a PIL image); raises SampleError naming the sample and file."""
+    """A decoded RGB image for `ref`: a path (resolved under `root`), a PIL image, or encoded bytes.
+    Raises SampleError naming the sample and file."""
+    if isinstance(ref, (bytes, bytearray)):
+        return _decode(sample_id, io.BytesIO(ref), None)
     if isinstance(ref, Image.Image):
+        encoded = _encoded_bytes(ref)
+        if encoded is not None:
+            return _decode(sample_id, io.BytesIO(encoded), getattr(ref, "filename", None) or None)
         return to_rgb(ref)
     path = resolve_path(sample_id, str(ref), root)
     if not path.is_file():
-        raise SampleError(sample_id, "image file not found", str(path))
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(image)
-    except Image.DecompressionBombError as err:
-        raise SampleError(sample_id, f"image exceeds the decompression-bomb limit: {err}", str(path)) from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise SampleError(sample_id, f"cannot decode image ({err})", str(path)) from None
+        hint = f" under data.image_root={root}" if root is not None else ""
+        raise SampleError(sample_id, f"image file not found{hint}", str(path))
+    return _decode(sample_id, path, str(path))

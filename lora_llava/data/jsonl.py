@@ -1,0 +1,85 @@
+"""A flat table of image-question-answer rows: JSONL (one object per line) or CSV with a header.
+
+Columns are `id` (optional), `image` (a path under data.image_root; empty for a text-only question; in JSONL a list
+for several images), `question` and `answer`; `data.columns` renames them, e.g. `data.columns={question: prompt,
+image: file}`. Other columns are kept in the sample's meta. The question gets one `<image>` per image in front
+unless it already places its own `<image>` tags.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from lora_llava.data.llava_json import as_list, files_by_split, require_image_root
+from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, Turn
+
+FIELDS = ("id", "image", "question", "answer")
+
+
+def column_names(data_cfg, fields=FIELDS) -> dict[str, str]:
+    """Our field -> the data's column, after `data.columns`; unknown keys in data.columns are an error."""
+    unknown = {f for f, column in data_cfg.columns.items() if column and f not in fields}
+    if unknown:
+        raise ValueError(f"data.columns: field(s) {', '.join(sorted(unknown))} mean nothing to "
+                         f"data.source={data_cfg.source}; its fields are {', '.join(fields)} (our field -> your column)")
+    return {f: data_cfg.columns.get(f) or f for f in fields}
+
+
+def check_columns(available, names: dict[str, str], where: str) -> None:
+    missing = [f"{field} (column {names[field]!r})" for field in ("question", "answer") if names[field] not in available]
+    if missing:
+        raise ValueError(f"{where}: no {' and no '.join(missing)}; the columns are {', '.join(map(str, available))}. "
+                         "Map yours with data.columns.question=COLUMN (likewise answer, image, id)")
+
+
+def flat_sample(row: dict, names: dict[str, str], fallback_id: str, images: list) -> Sample:
+    """question/answer row -> a one-exchange Sample; `images` are the row's image references."""
+    question, answer = row.get(names["question"]), row.get(names["answer"])
+    question = "" if question is None else str(question)
+    if images and IMAGE_PLACEHOLDER not in question:
+        question = f"{IMAGE_PLACEHOLDER}\n" * len(images) + question
+    sample_id = row.get(names["id"])
+    sample_id = fallback_id if sample_id in (None, "") else str(sample_id)
+    meta = {k: v for k, v in row.items() if k not in names.values()}
+    turns = [Turn("user", question), Turn("assistant", "" if answer is None else str(answer))]
+    return Sample(sample_id, turns, images, meta)
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist (check data.path / data.data_files)")
+    if path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8", newline="") as f:
+            return list(csv.DictReader(f))
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}, line {line_no}: not valid JSON ({err})") from None
+    return rows
+
+
+def samples_from_table(path: str | Path, names: dict[str, str]) -> list[Sample]:
+    rows = read_rows(path)
+    if rows:
+        check_columns(list(dict.fromkeys(k for r in rows if isinstance(r, dict) for k in r)), names, str(path))
+    stem, samples = Path(path).stem, []
+    for i, row in enumerate(rows):
+        row = row if isinstance(row, dict) else {}
+        images = [str(ref) for ref in as_list(row.get(names["image"]))]
+        samples.append(flat_sample(row, names, f"{stem}:{i + 1}", images))
+    return samples
+
+
+def load_jsonl(data_cfg) -> dict[str, list[Sample]]:
+    names = column_names(data_cfg)
+    splits = {split: samples_from_table(path, names) for split, path in files_by_split(data_cfg).items()}
+    require_image_root(splits, data_cfg)
+    return splits
