@@ -1,7 +1,8 @@
 """More than one process: `torchrun --nproc_per_node 2` (CPU, gloo) of the smoke recipe trains on disjoint shards,
 writes one adapter and one set of reports from rank 0, logs the world size, and scores as well as one process;
-`accelerate launch` with the shipped DDP preset does the same; the FSDP / DeepSpeed presets are valid accelerate
-configs; processes that could not agree on a run directory are stopped before they start."""
+`accelerate launch` with the shipped DDP preset does the same; SIGTERM to the launcher stops both ranks at one step
+and the resumed run is exact; the FSDP / DeepSpeed presets are valid accelerate configs; processes that could not
+agree on a run directory are stopped before they start."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lora_llava.config import config_dirs
@@ -107,3 +109,39 @@ def test_accelerate_launch_with_the_ddp_preset(tmp_path):
     output = _launch(["accelerate", "launch", "--config_file", str(preset)], run_dir, "stages=[train]",
                      "data.synthetic.n_train=32", "train.batch_size=4", "train.max_steps=8")
     _check_rank0_wrote_one_run(run_dir, output, 32)
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (run_dir / "logs/train_log.jsonl").open()) if "loss" in r}
+
+
+@pytest.mark.slow  # three 2-process launches
+def test_torchrun_sigterm_stops_every_rank_at_one_step_and_resumes_exactly(tmp_path):
+    """SIGTERM to the launcher reaches both ranks at different moments; they agree on one step, save one
+    checkpoint, and `train.resume=auto` under torchrun continues the straight run's trajectory exactly."""
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    overrides = ["stages=[train]", "data.synthetic.n_train=64", "train.batch_size=4", "train.epochs=3",
+                 "train.logging_steps=1", "train.eval_steps=null"]
+    launcher = ["torchrun", "--nproc_per_node", "2"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    _launch(launcher, straight, *overrides)
+    cmd = [*launcher, "-m", "lora_llava", "recipe=smoke", *overrides, f"hydra.run.dir={killed}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    deadline = time.time() + 600
+    while not ((killed / "logs/train_log.jsonl").is_file() and _losses(killed)) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=600)[0]
+    stopped = max(_losses(killed))
+    assert stopped < 24 and f"stopped by SIGTERM after step {stopped}" in output, output[-3000:]
+    assert sorted(p.name for p in (killed / "checkpoints").glob("checkpoint-*")) == [f"checkpoint-{stopped}"]
+    _launch(launcher, killed, *overrides, "train.resume=auto")
+    expected, actual = _losses(straight), _losses(killed)
+    assert sorted(actual) == sorted(expected) == list(range(1, 25))
+    assert all(abs(actual[s] - expected[s]) <= 1e-6 for s in expected)
+    a, b = (load_file(d / "adapter/adapter_model.safetensors") for d in (straight, killed))
+    assert all(torch.equal(a[k], b[k]) for k in a)

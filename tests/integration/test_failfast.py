@@ -1,6 +1,6 @@
-"""Runs that cannot succeed stop early and say why: a poisoned batch (inf in the inputs) or a learning rate that
-diverges stops at the step it happens, naming the samples of the batch and the last good checkpoint; a run where
-nothing is supervised refuses to start; train.seed matters."""
+"""Runs that cannot succeed stop early and say why: a poisoned batch (inf in the inputs), a learning rate that
+diverges or a non-finite gradient stops the run at the step it happens, naming the samples of the batch and the
+last good checkpoint; a run where nothing is supervised refuses to start; train.seed matters."""
 
 import json
 import re
@@ -51,6 +51,22 @@ def test_a_diverging_learning_rate_stops_the_run(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"stopped at step 2: the loss is (nan|inf) .*checkpoint-1"):
         train(cfg, tmp_path)
     assert (tmp_path / "checkpoints/checkpoint-1/adapter_model.safetensors").is_file()
+
+
+def test_a_non_finite_gradient_stops_the_run_even_with_a_finite_loss(tmp_path, monkeypatch):
+    import lora_llava.train as train_module
+
+    apply = train_module.apply_adapters
+
+    def apply_with_poisoned_gradient(*args, **kwargs):
+        model = apply(*args, **kwargs)
+        lora_b = next(p for n, p in model.named_parameters() if "lora_B" in n)
+        lora_b.register_hook(lambda grad: grad * float("inf"))
+        return model
+
+    monkeypatch.setattr(train_module, "apply_adapters", apply_with_poisoned_gradient)
+    with pytest.raises(TrainingDiverged, match=r"stopped at step 1: the gradient norm is (nan|inf) for the batch"):
+        train(smoke_config(*SMALL, "train.max_steps=2"), tmp_path)
 
 
 def test_a_run_with_nothing_supervised_refuses_to_start(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 # rebuild that epoch's data order and then cross into the third.
 ARGS = ["recipe=smoke", "stages=[train]", "data.synthetic.n_train=16", "data.synthetic.n_eval=8",
         "train.batch_size=4", "train.epochs=3", "train.logging_steps=1", "train.save_steps=1000",
-        "train.eval_steps=null"]
+        "train.eval_steps=null", "train.group_by_modality_length=true"]  # the real recipes' sampler
 STEPS, STEPS_PER_EPOCH, SIGNAL_AFTER = 12, 4, 5
 
 
