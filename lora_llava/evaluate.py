@@ -1,5 +1,5 @@
-"""The eval stage: greedy answers for a split (or an existing predictions file), scored by `eval.scorer`, written
-as PRODUCT.md's eval/ folder (predictions.jsonl, metrics.json, report.md + report.png)."""
+"""The eval stage: greedy answers for a split (or an existing predictions file), scored by `eval.scorer`,
+written as PRODUCT.md's eval/ folder (predictions.jsonl, metrics.json, report.md + report.png)."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def read_predictions(path: str | Path, samples: list[Sample]) -> tuple[list[str]
         log.warning("%s: %d of %d questions have no prediction and count as wrong (e.g. %s)",
                     path, len(missing), len(ids), ", ".join(missing[:5]))
     if unknown:
-        log.warning("%s: %d predictions are for questions outside this split/limit and are not scored (e.g. %s)",
+        log.warning("%s: %d predictions are for questions outside this split/limit, not scored (e.g. %s)",
                     path, len(unknown), ", ".join(sorted(unknown)[:5]))
     return [answers.get(i, "") for i in ids], len(missing)
 
@@ -129,14 +129,15 @@ def eval_stage(cfg, ctx) -> None:
 
     samples = eval_samples(cfg)
     if cfg.eval.predictions:
-        log.info("scoring %s against %d %s questions (no model)", cfg.eval.predictions, len(samples), cfg.eval.split)
+        log.info("scoring %s against %d %s questions (no model)", cfg.eval.predictions, len(samples),
+                 cfg.eval.split)
         rows, metrics = score_file(cfg, samples)
     else:
         if ctx.model is None:
             ctx.model, ctx.processor = load_adapted(cfg, cfg.adapter)
         samples = screen_split(samples, cfg.data, ctx.processor, ctx.run_dir, cfg.eval.split, generation=True)
         rows, metrics = evaluate(cfg, ctx.model, ctx.processor, samples)
-    title = f"{cfg.recipe_name}: {cfg.eval.scorer} on {cfg.data.source} {cfg.eval.split}"
+    title = f"{cfg.recipe_name}: {cfg.eval.split} split, {cfg.eval.scorer} scorer"
     write_results(ctx.run_dir / "eval", rows, metrics, title)
     ctx.metrics = metrics
     log.info("eval on %s (%d samples): accuracy %.4f", cfg.eval.split, metrics["n"], metrics["accuracy"])

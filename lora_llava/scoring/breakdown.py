@@ -1,8 +1,8 @@
-"""Accuracy per group: the building block of every breakdown table (by subject, by context, by a meta column)."""
+"""Accuracy per group: the building block of every breakdown (by subject, by context, by a meta column)."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Iterable
 
 
 def accuracy(correct: int, n: int) -> float:

@@ -14,8 +14,7 @@ def write_results(eval_dir: Path, rows: list[dict], metrics: dict, title: str = 
     eval_dir = Path(eval_dir)
     eval_dir.mkdir(parents=True, exist_ok=True)
     with open(eval_dir / "predictions.jsonl", "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     (eval_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_chart(eval_dir / "report.png", metrics, title)
     (eval_dir / "report.md").write_text(render_markdown(metrics, title, "report.png"))
@@ -41,7 +40,8 @@ def headline(metrics: dict) -> str:
     if metrics.get("unparsed"):
         text += f"; {metrics['unparsed']} outputs named no answer (counted wrong)"
     if metrics.get("missing"):
-        text += f"; {metrics['missing']} questions had no prediction (counted wrong)"
+        text += f"; {metrics['missing']} questions had no prediction in the file (counted wrong"
+        text += ", and among the unparsed)" if "unparsed" in metrics else ")"
     return text + "."
 
 
@@ -56,6 +56,10 @@ def paper_table(metrics: dict) -> list[str]:
 
 def render_markdown(metrics: dict, title: str, chart: str | None = None) -> str:
     lines = [f"# {title}", "", headline(metrics), ""]
+    partial = {k: v for k, v in metrics.get("known", {}).items() if v < metrics["n"]}
+    if partial:
+        lines += ["Metadata known for: " + ", ".join(f"{k} {v} of {metrics['n']}" for k, v in partial.items())
+                  + " questions; each breakdown covers only those.", ""]
     if all(key in metrics for key, _ in PAPER_COLUMNS):
         lines += paper_table(metrics)
     lines += ["| group | accuracy % | correct | n |", "|---|---:|---:|---:|",
@@ -67,7 +71,8 @@ def render_markdown(metrics: dict, title: str, chart: str | None = None) -> str:
               if k not in ("accuracy", "correct", "n") and not isinstance(v, dict)}
     if others:
         lines += ["", "| other | value |", "|---|---:|"]
-        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in others.items()]
+        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
+                  for k, v in others.items()]
     if chart:
         lines += ["", f"![accuracy by group]({chart})"]
     return "\n".join(lines) + "\n"

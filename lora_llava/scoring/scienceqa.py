@@ -10,7 +10,8 @@ unparsed). No stripping or case folding: LLaVA does none either.
 
 Breakdown as ScienceQA's own scorer defines it: subject NAT/SOC/LAN; context TXT (a non-empty hint), IMG (an
 image), NO (neither) - TXT and IMG overlap; grade G1-6 / G7-12. Subject and grade need problems.json metadata
-(meta `subject`, `grade`) and are reported over the questions that carry it.
+(meta `subject`, `grade`), TXT and NO the `hint`; each covers only the questions that carry what it needs,
+and metrics["known"] says how many those are.
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ def is_correct(parsed: str | None, sample: Sample) -> bool:
 
 
 def context_groups(sample: Sample) -> list[str]:
-    has_text = bool(sample.meta.get("hint"))
     has_image = bool(sample.meta.get("has_image", bool(sample.images)))
-    groups = (["TXT"] if has_text else []) + (["IMG"] if has_image else [])
+    if "hint" not in sample.meta:  # text context unknown: neither TXT nor NO, rather than a guess
+        return ["IMG"] if has_image else []
+    groups = (["TXT"] if sample.meta["hint"] else []) + (["IMG"] if has_image else [])
     return groups or ["NO"]
 
 
@@ -89,4 +91,8 @@ def score(samples: list[Sample], outputs: list[str], prompts: list[str]) -> tupl
     metrics["by_subject"] = accuracy_by(flags, map(subject_groups, samples), SUBJECTS.values())
     metrics["by_context"] = accuracy_by(flags, map(context_groups, samples), CONTEXTS)
     metrics["by_grade"] = accuracy_by(flags, map(grade_groups, samples), GRADES)
+    # How many questions each breakdown could place: subject/grade need problems.json, TXT/NO the hint.
+    metrics["known"] = {"subject": sum(bool(subject_groups(s)) for s in samples),
+                        "grade": sum(bool(grade_groups(s)) for s in samples),
+                        "hint": sum("hint" in s.meta for s in samples)}
     return rows, metrics

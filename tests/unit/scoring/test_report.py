@@ -51,3 +51,10 @@ def test_markdown_for_plain_metrics_and_meta_fields(tmp_path):
     assert "| site: a | 50.00 | 1 | 2 |" in text
     write_results(tmp_path, rows, metrics, "qa")
     assert (tmp_path / "report.png").stat().st_size > 0
+
+
+def test_markdown_says_how_many_questions_the_breakdowns_cover():
+    _, metrics = scienceqa_metrics()
+    metrics["known"] = {"subject": 3, "grade": 8, "hint": 8}
+    assert "Metadata known for: subject 3 of 8 questions; each breakdown covers only those." in \
+        render_markdown(metrics, "t")

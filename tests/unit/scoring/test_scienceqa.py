@@ -1,4 +1,4 @@
-"""ScienceQA scoring: LLaVA-1.5's answer extraction, case by case, and ScienceQA's breakdown on hand-built samples."""
+"""ScienceQA scoring: LLaVA-1.5's answer extraction case by case; the breakdown on hand-built samples."""
 
 import pytest
 
@@ -63,7 +63,7 @@ def test_breakdown_by_subject_context_and_grade():
         sqa("2", 1, hint="a passage", subject="social science", grade="grade8"),                # TXT
         sqa("3", 2, image=True, subject="natural science", grade="grade10"),                   # IMG
         sqa("4", 3, subject="language science", grade="grade1"),                               # NO
-        sqa("5", 0),                                                                            # NO, no metadata
+        sqa("5", 0),  # NO, and no subject or grade
     ]
     outputs = ["A", "The answer is B.", "A", "nonsense", "A"]
     rows, m = score("scienceqa", samples, outputs)
@@ -103,3 +103,12 @@ def test_metadata_fields_add_a_breakdown_for_any_scorer():
     _, m = score("scienceqa", samples, ["A", "B", "A"], metadata_fields=["topic"])
     assert m["by_field"]["topic"] == {"magnets": {"accuracy": 0.5, "correct": 1, "n": 2},
                                       "(missing)": {"accuracy": 1.0, "correct": 1, "n": 1}}
+
+
+def test_an_unknown_hint_places_a_question_in_neither_txt_nor_no():
+    samples = [sqa("1", 0, image=True), sqa("2", 0), sqa("3", 0, hint="text", subject="social science")]
+    for s in samples[:2]:
+        del s.meta["hint"]
+    _, m = score("scienceqa", samples, ["A", "A", "A"])
+    assert {k: v["n"] for k, v in m["by_context"].items()} == {"TXT": 1, "IMG": 1}
+    assert m["known"] == {"subject": 1, "grade": 0, "hint": 1}
