@@ -95,6 +95,9 @@ class DataConfig:
     on_error: str = "raise"  # raise | skip
     max_skip_fraction: float = 0.05
     num_workers: int = 0
+    image_cache: bool = True  # preprocessed pixels of image files cached on disk across epochs
+    image_cache_dir: Optional[str] = None  # default: $LORA_LLAVA_CACHE/pixels (~/.cache/lora_llava/pixels)
+    image_cache_gb: float = 20.0  # least recently used entries are evicted beyond this size
     seed: int = 0
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     scienceqa: ScienceQAConfig = field(default_factory=ScienceQAConfig)
@@ -113,7 +116,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     optim: str = "adamw_torch"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: Optional[bool] = None  # null: the memory planner decides (off when memory allows)
+    group_by_modality_length: bool = True  # micro-batches of one modality: text-only rows never pad to images
+    length_group_window: int = 1  # >1: also sort by length within N micro-batches (less padding, alike batches)
+    supervised_logits_only: bool = True  # lm_head only where a label needs it (no 576 x 32k image logits)
     seed: int = 42
     logging_steps: int = 10
     save_steps: int = 500
@@ -156,6 +162,14 @@ class HubConfig:
 
 
 @dataclass
+class PlanConfig:
+    gpu_memory_gb: Optional[float] = None  # the card to plan for; null: this machine's GPU (24 without one)
+    seq_len: Optional[int] = None  # tokens per row to plan for; default data.max_length
+    answer_tokens: int = 8  # supervised tokens per row (logits memory with train.supervised_logits_only)
+    cuda_overhead_gb: float = 1.0  # CUDA context, cuBLAS workspace, allocator fragmentation
+
+
+@dataclass
 class Config:
     recipe_name: str = "custom"
     stages: list[str] = field(default_factory=lambda: ["train", "eval", "export"])
@@ -168,6 +182,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     hub: HubConfig = field(default_factory=HubConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into the model card
 
 
@@ -180,6 +195,7 @@ GROUP_SCHEMAS = {
     "eval": EvalConfig,
     "export": ExportConfig,
     "hub": HubConfig,
+    "plan": PlanConfig,
 }
 
 

@@ -11,8 +11,10 @@ import torch
 from lora_llava.adapters import apply_adapters, optimizer_param_groups
 from lora_llava.data import load_splits
 from lora_llava.data.collate import Collator
+from lora_llava.data.image_cache import build_image_cache
 from lora_llava.data.screen import screen_splits
 from lora_llava.model import build_model_and_processor, resolve_dtype
+from lora_llava.plan import plan_before_training
 
 log = logging.getLogger("lora_llava")
 
@@ -77,7 +79,8 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
     # One collator serves train and eval batches, so both index into one pool: train rows first.
     train_samples, eval_samples = splits[cfg.data.train_split], eval_samples or []
     pool = train_samples + eval_samples
-    collator = Collator(processor, max_length=cfg.data.max_length, system_prompt=cfg.data.system_prompt,
+    collator = Collator(processor, image_cache=build_image_cache(cfg.data, processor.image_processor),
+                        max_length=cfg.data.max_length, system_prompt=cfg.data.system_prompt,
                         image_root=cfg.data.image_root, samples=pool)
     return LlavaSFTTrainer(
         model=model,
@@ -87,6 +90,9 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
         processing_class=processor,
         data_collator=collator,
         optimizers=(optimizer, None),
+        group_by_modality_length=cfg.train.group_by_modality_length,
+        length_group_window=cfg.train.length_group_window,
+        supervised_logits_only=cfg.train.supervised_logits_only,
     )
 
 
@@ -94,9 +100,10 @@ def train(cfg, run_dir: Path):
     """Train adapters per `cfg`; returns (peft model, processor). The adapter folder is written by export."""
     run_dir = Path(run_dir)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    checkpointing = plan_before_training(cfg)  # printed before the model loads; decides checkpointing when unset
     dtype = resolve_dtype(cfg.model.dtype)
     model, processor = build_model_and_processor(cfg.model, cfg.quant, dtype)
-    model = apply_adapters(model, cfg.peft, cfg.quant.method != "none", cfg.train.gradient_checkpointing)
+    model = apply_adapters(model, cfg.peft, cfg.quant.method != "none", checkpointing)
     splits = load_splits(cfg.data)
     if cfg.data.limit:
         splits[cfg.data.train_split] = splits[cfg.data.train_split][: cfg.data.limit]

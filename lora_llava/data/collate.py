@@ -39,6 +39,7 @@ class Collator:
     generation: bool = False  # True: prompts only, left padding, no labels
     samples: list[Sample] | None = None  # rows of {"sample_index": i} are looked up here
     image_cache: Any = None  # a PixelCache (data/image_cache.py): image files preprocessed once, read back later
+    image_cache: Any = None  # a PixelCache (data/image_cache.py): image files preprocessed once, read back later
     with_ids: bool = False  # add batch[SAMPLE_IDS] (the trainer pops it before the forward pass)
     _n_image_tokens: int = field(init=False, default=0)
 
@@ -69,6 +70,8 @@ class Collator:
         return {"input_ids": ids, "labels": labels}
 
     def pixel_values(self, samples: list[Sample]):
+        if self.image_cache is not None and any(s.images for s in samples):
+            return self.image_cache.pixel_values([(s.id, ref) for s in samples for ref in s.images], self.image_root)
         images = [load_image(s.id, ref, self.image_root) for s in samples for ref in s.images]
         if not images:
             return None

@@ -1,0 +1,257 @@
+"""The memory planner: will this run fit the GPU, with what micro-batch, and does it need gradient checkpointing?
+
+Parameter counts come from the configured model built on the meta device (only its config.json is read), so they
+are exact. Memory is then estimated per part:
+
+weights      quantized linears at their packed size (NF4: 4 bits + one 8-bit absmax per 64 weights + one fp32 per
+             256 absmax with double quantization; int8: 1 byte); every other parameter (CLIP tower, projector,
+             embeddings, lm_head, norms) in the compute dtype, or in fp32 for QLoRA, where peft's
+             prepare_model_for_kbit_training upcasts them.
+adapters +   LoRA weights (fp32, as peft keeps them; bf16 under QLoRA, where TRL casts them) and the trained
+optimizer    projector copy, each with its gradient and optimizer state (AdamW: two moments in the parameter's dtype).
+activations  what autograd keeps for backward, in bytes per token per decoder layer (`layer_bytes_per_token`),
+             for the whole text sequence including its 576 image tokens, plus the projector's per image. The frozen
+             CLIP tower keeps nothing (no parameter or input of it needs a gradient). With gradient checkpointing,
+             each layer keeps only its input (the residual stream) and one layer is recomputed at a time.
+logits       with train.supervised_logits_only: (batch x answer tokens) rows of fp32 vocab logits; otherwise TRL's
+             chunked log-prob head: a 4096 x 32768 tile and an fp32 gradient of the hidden states.
+CUDA         plan.cuda_overhead_gb: the CUDA context, cuBLAS workspace and allocator fragmentation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass
+
+log = logging.getLogger("lora_llava")
+
+GiB = 1024**3
+NF4_BYTES = {True: 0.5 + 1 / 64 + 4 / (64 * 256), False: 0.5 + 4 / 64}  # double quantization on / off
+TRL_LOGPROB_TILE = (4096, 32768)  # trl.kernels.chunked_logprob: tokens x vocab projected at a time
+
+
+@dataclass
+class ParamCounts:
+    total: int
+    quantizable: int  # Linear weights a bitsandbytes config would pack (all but quant.skip_modules)
+    frozen_other: int  # every other base parameter: CLIP tower, projector, embeddings, lm_head, norms
+    lora: int  # added by the adapter config
+    projector: int  # trained copy when peft.train_projector
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    vision_hidden: int
+    image_tokens: int
+
+
+def model_config(model_cfg):
+    """The configured checkpoint's LlavaConfig (reads config.json only; the tiny model is built locally)."""
+    from transformers import AutoConfig
+
+    from lora_llava.model import checkpoint_path
+
+    return AutoConfig.from_pretrained(checkpoint_path(model_cfg), revision=model_cfg.revision,
+                                      trust_remote_code=model_cfg.trust_remote_code)
+
+
+def count_parameters(config, quant_cfg, peft_cfg) -> ParamCounts:
+    """Exact counts from the model instantiated on the meta device (no memory, no weights)."""
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    from lora_llava.adapters import PROJECTOR, target_regex
+
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config)
+    skip = quant_cfg.skip_modules if quant_cfg.method != "none" else None
+    targets = re.compile(target_regex(peft_cfg.target_modules, peft_cfg.scope))
+    quantizable = lora = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        if skip is not None and not any(part in name.split(".") for part in skip):
+            quantizable += module.weight.numel()
+        if targets.match(name):
+            lora += peft_cfg.r * (module.in_features + module.out_features)
+            lora += module.out_features if peft_cfg.use_dora else 0  # DoRA's magnitude vector
+    total = sum(p.numel() for p in model.parameters())
+    projector = sum(p.numel() for n, p in model.named_parameters() if PROJECTOR in n)
+    text, vision = config.text_config, config.vision_config
+    return ParamCounts(
+        total=total, quantizable=quantizable, frozen_other=total - quantizable, lora=lora,
+        projector=projector if peft_cfg.train_projector else 0,
+        hidden=text.hidden_size, intermediate=text.intermediate_size, layers=text.num_hidden_layers,
+        heads=text.num_attention_heads, kv_heads=text.num_key_value_heads or text.num_attention_heads,
+        vocab=text.vocab_size, vision_hidden=vision.hidden_size, image_tokens=config.image_seq_length,
+    )
+
+
+def layer_bytes_per_token(c: ParamCounts, dtype_bytes: int, dropout: bool, qlora: bool) -> float:
+    """Bytes one Llama decoder layer keeps for backward, per token, with frozen base weights, LoRA on all seven
+    linears and SDPA attention (no seq x seq matrix). In units of h (hidden) and i (intermediate), bf16:
+      each RMSNorm keeps the fp32 copy of its input                                  2 x 4h
+      SDPA keeps q and k (after RoPE), v and its output                               2h x (2 + 2 kv/heads)
+      MLP: the gate output, its SiLU and the up output (for the product)              6i
+      each adapter input, kept by lora_A: with lora_dropout a dropped copy (2 bytes)
+        and its mask (1 byte) per adapter, 5 x 3h + 3h + 3i; without, the norm outputs,
+        the attention output and the down_proj input, once each                        2h + 2h + 2h + 2i
+      attention kernel statistics, RoPE tables, masks (not itemized)                  3h
+    That is 37h + 9i with dropout (260 KB per token for Llama-2-7B); measured on an H200 (docs/benchmarks.md):
+    250 KB. QLoRA keeps more: peft's prepare_model_for_kbit_training upcasts the embeddings and norms, so the
+    residual stream and the norm outputs are fp32 and autocast keeps bf16 copies of them; measured +14.4h.
+    """
+    h, i, p = c.hidden, c.intermediate, dtype_bytes / 2
+    kv = c.kv_heads / c.heads
+    units = 8 * h + 2 * h * (2 + 2 * kv) + 6 * i + 3 * h
+    units += (15 * h + 3 * h + 3 * i) if dropout else (6 * h + 2 * i)
+    if qlora:
+        units += 14.4 * h
+    return units * p
+
+
+def activation_bytes(c: ParamCounts, batch: int, seq: int, dtype_bytes: int, dropout: bool, qlora: bool,
+                     checkpointing: bool) -> float:
+    tokens = batch * seq
+    layer = layer_bytes_per_token(c, dtype_bytes, dropout, qlora) * tokens
+    residual = (4 if qlora else dtype_bytes) * c.hidden * tokens  # one layer's input
+    # Projector (trained): its input, GELU input/output and output, per image (one per row assumed).
+    projector = batch * c.image_tokens * (c.vision_hidden + 3 * c.hidden) * dtype_bytes
+    final_norm = 6 * c.hidden * tokens * dtype_bytes / 2
+    if checkpointing:
+        # Layer inputs kept; one layer recomputed in backward, with its gradients (about one more layer's worth).
+        return c.layers * residual + 2 * layer + projector + final_norm
+    return c.layers * layer + layer + projector + final_norm
+
+
+def logits_bytes(c: ParamCounts, batch: int, seq: int, answer_tokens: int, dtype_bytes: int,
+                 supervised_only: bool) -> float:
+    if supervised_only:
+        # bf16 logits, their fp32 copy, log-softmax and gradient: about 16 bytes per vocab entry per answer token.
+        return batch * answer_tokens * c.vocab * 16
+    tokens = batch * seq
+    tile = min(tokens, TRL_LOGPROB_TILE[0]) * min(c.vocab, TRL_LOGPROB_TILE[1]) * dtype_bytes
+    return tile + tokens * c.hidden * (4 + dtype_bytes)  # fp32 grad of the hidden states + their sliced copy
+
+
+def static_bytes(c: ParamCounts, quant_method: str, double_quant: bool, dtype_bytes: int, optim: str) -> dict:
+    """Weights, and adapters with gradients and optimizer state: what does not grow with the batch."""
+    qlora = quant_method != "none"
+    packed = {"nf4": NF4_BYTES[double_quant], "int8": 1.0}.get(quant_method, dtype_bytes)
+    weights = c.quantizable * packed + c.frozen_other * (4 if qlora else dtype_bytes)
+    # peft keeps LoRA weights in fp32 and the projector copy in the model's dtype; for a quantized model TRL's
+    # SFTTrainer casts every trainable parameter to bf16 (the QLoRA recipe).
+    lora_bytes, projector_bytes = (2, 2) if qlora else (4, dtype_bytes)
+
+    def trained(n: int, size: int) -> float:  # weight + gradient + two AdamW moments (8-bit AdamW: 1 byte each)
+        return n * (2 * size + (2 if "8bit" in optim else 2 * size))
+
+    return {"weights": weights, "adapters + optimizer": trained(c.lora, lora_bytes) + trained(c.projector,
+                                                                                          projector_bytes)}
+
+
+@dataclass
+class MemoryPlan:
+    model: str
+    batch_size: int
+    seq_len: int
+    checkpointing: bool
+    gpu_memory_gb: float
+    parts_gb: dict
+    total_gb: float
+    fits: bool
+    largest_batch: dict  # {"checkpointing": n, "no checkpointing": n}
+    recommend_checkpointing: bool
+    params: ParamCounts
+
+    def table(self) -> str:
+        lines = [f"memory plan: {self.model}, micro-batch {self.batch_size} x {self.seq_len} tokens, "
+                 f"gradient checkpointing {'on' if self.checkpointing else 'off'}"]
+        lines += [f"  {part:<22}{gb:8.2f} GiB" for part, gb in self.parts_gb.items()]
+        verdict = "fits" if self.fits else "DOES NOT FIT"
+        lines.append(f"  {'total':<22}{self.total_gb:8.2f} GiB  ({verdict} in {self.gpu_memory_gb:g} GiB)")
+        lines.append(f"  parameters {self.params.total:,} (LoRA {self.params.lora:,}, "
+                     f"projector {self.params.projector:,})")
+        lines.append(f"  largest micro-batch: {self.largest_batch['no checkpointing']} without checkpointing, "
+                     f"{self.largest_batch['checkpointing']} with; suggestion: checkpointing "
+                     f"{'on' if self.recommend_checkpointing else 'off'}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def estimate_gb(c: ParamCounts, cfg, batch: int, seq: int, checkpointing: bool) -> dict:
+    """Per-part estimate in GiB for one configuration."""
+    dtype_bytes = 4 if cfg.model.dtype == "float32" else 2
+    qlora = cfg.quant.method != "none"
+    parts = static_bytes(c, cfg.quant.method, cfg.quant.bnb_4bit_use_double_quant, dtype_bytes, cfg.train.optim)
+    parts["activations"] = activation_bytes(c, batch, seq, dtype_bytes, cfg.peft.lora_dropout > 0, qlora,
+                                            checkpointing)
+    parts["logits"] = logits_bytes(c, batch, seq, cfg.plan.answer_tokens, dtype_bytes,
+                                   cfg.train.supervised_logits_only)
+    parts = {k: v / GiB for k, v in parts.items()}
+    parts["CUDA overhead"] = cfg.plan.cuda_overhead_gb
+    return parts
+
+
+def largest_batch(c: ParamCounts, cfg, seq: int, checkpointing: bool, budget: float, limit: int = 1024) -> int:
+    """The largest micro-batch whose estimate fits `budget` GiB (0: not even one row)."""
+    best = 0
+    while best < limit and sum(estimate_gb(c, cfg, best + 1, seq, checkpointing).values()) <= budget:
+        best += 1
+    return best
+
+
+def gpu_budget_gb(plan_cfg) -> float:
+    """plan.gpu_memory_gb, or this machine's GPU when it is null (24 GiB without one)."""
+    if plan_cfg.gpu_memory_gb is not None:
+        return float(plan_cfg.gpu_memory_gb)
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory / GiB
+    return 24.0
+
+
+def make_plan(cfg, counts: ParamCounts | None = None) -> MemoryPlan:
+    counts = counts or count_parameters(model_config(cfg.model), cfg.quant, cfg.peft)
+    seq = cfg.plan.seq_len or cfg.data.max_length
+    budget = gpu_budget_gb(cfg.plan)
+    batch = cfg.train.batch_size
+    largest = {"checkpointing": largest_batch(counts, cfg, seq, True, budget),
+               "no checkpointing": largest_batch(counts, cfg, seq, False, budget)}
+    recommend = largest["no checkpointing"] < batch
+    checkpointing = recommend if cfg.train.gradient_checkpointing is None else bool(cfg.train.gradient_checkpointing)
+    parts = estimate_gb(counts, cfg, batch, seq, checkpointing)
+    total = sum(parts.values())
+    return MemoryPlan(model=cfg.model.path, batch_size=batch, seq_len=seq, checkpointing=checkpointing,
+                      gpu_memory_gb=round(budget, 2), parts_gb={k: round(v, 3) for k, v in parts.items()},
+                      total_gb=round(total, 3), fits=total <= budget, largest_batch=largest,
+                      recommend_checkpointing=recommend, params=counts)
+
+
+def plan_stage(cfg, ctx) -> None:
+    """stages=[plan]: print the plan and write plan.json into the run directory."""
+    plan = make_plan(cfg)
+    print(plan.table())
+    (ctx.run_dir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2))
+    ctx.extra["plan"] = plan
+    if not plan.fits:
+        log.warning("the plan does not fit %.0f GiB: lower train.batch_size (largest: %s), data.max_length, or "
+                    "use quant=nf4", plan.gpu_memory_gb, plan.largest_batch)
+
+
+def plan_before_training(cfg) -> bool:
+    """Print the plan for this run and return whether to checkpoint: train.gradient_checkpointing when set,
+    otherwise the planner's choice (off whenever the micro-batch fits without it; it costs ~a third more compute)."""
+    plan = make_plan(cfg)
+    print(plan.table(), flush=True)
+    if not plan.fits:
+        log.warning("the memory plan exceeds %.0f GiB; the run may run out of GPU memory (see the plan above)",
+                    plan.gpu_memory_gb)
+    return plan.checkpointing

@@ -1,0 +1,64 @@
+"""The planner on the real LLaVA-1.5-7B config (../shared/data): exact parameter count, and the QLoRA estimate
+for r=16, one 1k-token row with gradient checkpointing within 5-9 GB."""
+
+import pytest
+
+from tests.conftest import smoke_config
+
+GB = 1e9
+GiB = 1024**3
+
+
+@pytest.fixture(scope="module")
+def qlora_7b(shared_data):
+    from lora_llava.config import compose
+
+    model_dir = shared_data / "llava-1.5-7b-hf"
+    return compose("scienceqa", [f"model.path={model_dir}", "peft=lora", "peft.r=16", "peft.lora_alpha=32",
+                                 "train.batch_size=1", "train.gradient_checkpointing=true", "plan.seq_len=1024",
+                                 "plan.gpu_memory_gb=24"])
+
+
+def test_parameter_count_is_exact(qlora_7b):
+    from lora_llava.plan import count_parameters, model_config
+
+    counts = count_parameters(model_config(qlora_7b.model), qlora_7b.quant, qlora_7b.peft)
+    assert counts.total == 7_063_427_072
+    # q,k,v,o (4096x4096) and gate, up, down (4096x11008) in each of 32 layers, at r=16
+    assert counts.lora == 32 * 16 * (4 * (4096 + 4096) + 3 * (4096 + 11008))
+    assert counts.quantizable == 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008)
+
+
+def test_qlora_7b_r16_one_1k_row_with_checkpointing_needs_5_to_9_gb(qlora_7b):
+    from lora_llava.plan import make_plan
+
+    plan = make_plan(qlora_7b)
+    total_bytes = plan.total_gb * GiB
+    assert 5 * GB <= total_bytes <= 9 * GB, plan.table()
+    assert plan.fits and plan.checkpointing
+
+
+def test_bf16_lora_7b_at_batch_8_needs_checkpointing_on_24gb(qlora_7b):
+    from omegaconf import OmegaConf
+
+    from lora_llava.plan import make_plan
+
+    cfg = OmegaConf.merge(qlora_7b, {"quant": {"method": "none"}, "train": {"batch_size": 8,
+                                                                            "gradient_checkpointing": None}})
+    plan = make_plan(cfg)
+    assert plan.recommend_checkpointing and plan.largest_batch["no checkpointing"] < 8
+
+
+def test_the_gpu_benchmark_builds_the_exact_7b_shapes(shared_data):
+    from transformers import AutoConfig
+
+    from benchmarks.shapes import llava_15_7b_config
+
+    ours, real = llava_15_7b_config(), AutoConfig.from_pretrained(shared_data / "llava-1.5-7b-hf")
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "vocab_size", "rms_norm_eps", "max_position_embeddings"):
+        assert getattr(ours.text_config, key) == getattr(real.text_config, key), key
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size"):
+        assert getattr(ours.vision_config, key) == getattr(real.vision_config, key), key
+    assert ours.image_token_index == real.image_token_index
+    assert ours.image_seq_length == real.image_seq_length == 576
