@@ -36,8 +36,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """RGB with EXIF orientation applied; transparency composited onto white (not black); 16-bit scaled."""
     image = ImageOps.exif_transpose(image)
     if image.mode in SIXTEEN_BIT_MODES:
-        # A plain convert("L") clips 16-bit values at 255, turning most of the picture white.
-        image = image.point(lambda v: v / 256).convert("L")
+        # A plain convert("L") clips 16-bit values at 255, turning most of the picture white. 32-bit "I" images
+        # are scaled the same way only when they use more than 8 bits.
+        if image.mode != "I" or image.getextrema()[1] > 255:
+            image = image.point(lambda v: v / 256)
+        image = image.convert("L")
     if image.mode == "P" or "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

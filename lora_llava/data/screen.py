@@ -83,9 +83,9 @@ def reason_kind(reason: str) -> str:
     return re.sub(r"(?<![\w/.-])\d+(?![\w/.-])", "N", kind)  # counts, not digits inside paths
 
 
-def write_rejected(run_dir: Path, screened: Screened) -> Path:
-    """Append one line per rejected sample (split, id, path, reason) to <run_dir>/rejected.jsonl."""
-    path = Path(run_dir) / REJECTED_FILE
+def write_rejected(run_dir: Path, screened: Screened, name: str = REJECTED_FILE) -> Path:
+    """Append one line per rejected sample (split, id, path, reason) to <run_dir>/<name>."""
+    path = Path(run_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         for sample, err in screened.rejected:

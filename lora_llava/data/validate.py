@@ -4,7 +4,8 @@ Per split: samples, with an image / text-only, images per sample, token lengths 
 processor's image tokens), image sizes, and the rejected samples grouped by reason. Every sample is screened
 (data/screen.py) whatever data.on_error says, so one run lists every problem; the report then says what a
 training run with the current data.on_error would do. Printed, and written to the run directory as
-data_report.md, data_report.json and rejected.jsonl.
+data_report.md, data_report.json and data_rejected.jsonl (one line per bad sample; rejected.jsonl is kept for
+what a run actually leaves out, so a validate stage before train does not list samples twice).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from lora_llava.data.screen import REJECTED_FILE, Screened, reason_kind, screen, write_rejected
+from lora_llava.data.screen import Screened, reason_kind, screen, write_rejected
+
+REJECTS_FILE = "data_rejected.jsonl"
 
 log = logging.getLogger("lora_llava")
 
@@ -86,13 +89,13 @@ def validate(cfg, run_dir: Path, processor) -> dict:
     from lora_llava.data import load_splits
 
     run_dir = Path(run_dir)
-    (run_dir / REJECTED_FILE).unlink(missing_ok=True)
+    (run_dir / REJECTS_FILE).unlink(missing_ok=True)
     report = {"source": cfg.data.source, "path": cfg.data.path, "processor": cfg.model.path,
               "max_length": cfg.data.max_length, "splits": {}, "verdicts": []}
     for name, samples in load_splits(cfg.data).items():
         screened = screen(samples, cfg.data, processor, name)
         if screened.rejected:
-            write_rejected(run_dir, screened)
+            write_rejected(run_dir, screened, REJECTS_FILE)
         report["splits"][name] = summary = summarize(screened)
         report["verdicts"].append(verdict(name, summary, cfg.data))
     (run_dir / "data_report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -108,4 +111,4 @@ def validate_stage(cfg, ctx) -> None:
     ctx.extra["data_report"] = report
     print(render_markdown(report))
     print(f"written: {ctx.run_dir / 'data_report.md'}, data_report.json"
-          + (f", {REJECTED_FILE}" if any(s["rejected"] for s in report["splits"].values()) else ""))
+          + (f", {REJECTS_FILE}" if any(s["rejected"] for s in report["splits"].values()) else ""))

@@ -104,4 +104,4 @@ def test_cli_validate_prints_the_report(sqa, shared_data, tmp_path):
     assert "| test | 4241 | 2017 | 2224 | 1517 |" in proc.stdout
     report = json.loads((tmp_path / "data_report.json").read_text())["splits"]["test"]
     assert report["tokens"]["max"] <= 2048 and report["kept"] == 2724
-    assert len((tmp_path / "rejected.jsonl").read_text().splitlines()) == 1517
+    assert len((tmp_path / "data_rejected.jsonl").read_text().splitlines()) == 1517

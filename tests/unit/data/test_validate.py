@@ -32,7 +32,7 @@ def test_validate_stage_reports_without_loading_a_model(tmp_path, capsys):
     reasons = train["rejected_by_reason"]
     assert reasons["image file not found under data.image_root=" + str(tmp_path.resolve())]["examples"] == ["team_train:3"]
     assert any("empty or missing answer" in k for k in reasons)
-    rejected = (tmp_path / "run" / "rejected.jsonl").read_text().splitlines()
+    rejected = (tmp_path / "run" / "data_rejected.jsonl").read_text().splitlines()
     assert [json.loads(x)["id"] for x in rejected] == ["team_train:3", "team_train:5"]
     out = capsys.readouterr().out
     assert "| train | 5 | 4 | 1 | 2 |" in out and "data.on_error=skip would leave out 2 of 5 (40.0%)" in out
