@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from lora_llava.adapters import apply_adapters, optimizer_param_groups
+from lora_llava.adapters import apply_adapters
 from lora_llava.data import load_splits
 from lora_llava.data.collate import Collator
 from lora_llava.data.image_cache import build_image_cache
@@ -66,22 +66,16 @@ def build_sft_config(train_cfg, run_dir: Path, dtype: torch.dtype, has_eval: boo
 
 
 def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dtype):
-    from transformers import Trainer
-
     from lora_llava.trainer import LlavaSFTTrainer
 
     eval_samples = splits.get(cfg.data.eval_split) if cfg.data.eval_split else None
     args = build_sft_config(cfg.train, run_dir, dtype, bool(eval_samples))
-    groups = optimizer_param_groups(model, cfg.train.learning_rate, cfg.train.projector_learning_rate,
-                                    cfg.train.weight_decay)
-    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
-    optimizer = optimizer_cls(groups, **optimizer_kwargs)
     # One collator serves train and eval batches, so both index into one pool: train rows first.
     train_samples, eval_samples = splits[cfg.data.train_split], eval_samples or []
     pool = train_samples + eval_samples
     collator = Collator(processor, image_cache=build_image_cache(cfg.data, processor.image_processor),
                         max_length=cfg.data.max_length, system_prompt=cfg.data.system_prompt,
-                        image_root=cfg.data.image_root, samples=pool)
+                        image_root=cfg.data.image_root, samples=pool, with_ids=True)
     return LlavaSFTTrainer(
         model=model,
         args=args,
@@ -89,7 +83,7 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
         eval_dataset=index_dataset(pool, range(len(train_samples), len(pool))) if eval_samples else None,
         processing_class=processor,
         data_collator=collator,
-        optimizers=(optimizer, None),
+        projector_learning_rate=cfg.train.projector_learning_rate,  # the optimizer is built by the trainer
         group_by_modality_length=cfg.train.group_by_modality_length,
         length_group_window=cfg.train.length_group_window,
         supervised_logits_only=cfg.train.supervised_logits_only,
@@ -98,11 +92,19 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
 
 def train(cfg, run_dir: Path):
     """Train adapters per `cfg`; returns (peft model, processor). The adapter folder is written by export."""
+    from transformers import set_seed
+
+    from lora_llava.callbacks import check_trackers
+    from lora_llava.fit import fit
+
     run_dir = Path(run_dir)
+    check_trackers(cfg.train.report_to)  # before the model loads: a tracker only when named and installed
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
     checkpointing = plan_before_training(cfg)  # printed before the model loads; decides checkpointing when unset
     dtype = resolve_dtype(cfg.model.dtype)
     model, processor = build_model_and_processor(cfg.model, cfg.quant, dtype)
+    # After loading (building the tiny model draws random numbers): train.seed alone fixes the adapters' init.
+    set_seed(cfg.train.seed)
     model = apply_adapters(model, cfg.peft, cfg.quant.method != "none", checkpointing)
     splits = load_splits(cfg.data)
     if cfg.data.limit:
@@ -110,13 +112,16 @@ def train(cfg, run_dir: Path):
     # Bad samples stop the run here (data.on_error=raise) or are left out and listed (skip), never mid-training.
     splits = screen_splits(splits, cfg.data, processor, run_dir, [cfg.data.train_split, cfg.data.eval_split])
     trainer = build_trainer(cfg, model, processor, splits, run_dir, dtype)
-    trainer.train(resume_from_checkpoint=cfg.train.resume)
+    fit(trainer, cfg, run_dir)  # resume, preemption, logs, fail-fast (lora_llava/fit.py)
     return trainer.model, processor
 
 
 def train_stage(cfg, ctx) -> None:
     from lora_llava.export import save_adapter
 
+    from lora_llava.distributed import is_main_process
+
     ctx.model, ctx.processor = train(cfg, ctx.run_dir)
-    ctx.adapter_dir = save_adapter(ctx.model, ctx.processor, ctx.run_dir / "adapter", cfg)
-    log.info("adapter saved to %s", ctx.adapter_dir)
+    if is_main_process():  # one adapter per run, however many processes trained it
+        ctx.adapter_dir = save_adapter(ctx.model, ctx.processor, ctx.run_dir / "adapter", cfg)
+        log.info("adapter saved to %s", ctx.adapter_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from trl import SFTTrainer
 
 
@@ -14,10 +16,27 @@ class LlavaSFTTrainer(SFTTrainer):
 
     def __init__(self, *args, group_by_modality_length: bool = False, length_group_window: int = 1,
                  supervised_logits_only: bool = False,
-                 **kwargs):
+                 projector_learning_rate: float | None = None, **kwargs):
         self.group_by_modality_length, self.length_group_window = group_by_modality_length, length_group_window
         self.supervised_logits_only = supervised_logits_only
+        self.sample_ids_seen: set[tuple[int, str]] = set()  # (epoch, id) trained on here; ranks compare at the end
+        self._step_ids: tuple[int, list[str]] = (-1, [])  # (global step, ids of its micro-batches so far)
+        self._staging: str | None = None  # set while a checkpoint is written under its temporary name
+        self.projector_learning_rate = projector_learning_rate
         super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        # Two groups: adapters at learning_rate, the projector at its own rate. Built here, not passed in, because
+        # FSDP refuses a prebuilt optimizer and DeepSpeed/FSDP call this after wrapping the model.
+        if self.optimizer is None and self.projector_learning_rate is not None:
+            from lora_llava.adapters import optimizer_param_groups
+
+            model = model if model is not None else self.model
+            groups = optimizer_param_groups(model, self.args.learning_rate, self.projector_learning_rate,
+                                            self.args.weight_decay)
+            optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = optimizer_cls(groups, **kwargs)
+        return super().create_optimizer(model)
 
     def _get_train_sampler(self, train_dataset=None):
         # Image rows are ~600 tokens longer than text-only rows: batching them apart removes most padding.
@@ -62,3 +81,59 @@ class LlavaSFTTrainer(SFTTrainer):
         if mode == "train":
             self._total_train_tokens += self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        # Sample ids travel in the batch only to name the culprits of a non-finite loss; the model never sees them.
+        from lora_llava.data.collate import SAMPLE_IDS
+
+        ids = inputs.pop(SAMPLE_IDS, [])
+        step = self.state.global_step
+        self._step_ids = (step, (self._step_ids[1] if self._step_ids[0] == step else []) + list(ids))
+        self.sample_ids_seen.update((int(self.state.epoch or 0), i) for i in ids)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._check_finite("loss", loss)
+        return loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        from lora_llava.data.collate import SAMPLE_IDS
+
+        inputs.pop(SAMPLE_IDS, None)
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # Trainer only hides a non-finite loss in its logs and steps the optimizer on NaN gradients; stop instead.
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        self._check_finite("gradient norm", grad_norm)
+        return grad_norm
+
+    def _check_finite(self, what, value):
+        from lora_llava.callbacks import check_finite
+
+        check_finite(what, value, self.state.global_step + 1, self._step_ids[1], self.args.output_dir,
+                     self.args.process_index)
+
+    def _save_checkpoint(self, model, trial):
+        # Written under a temporary name and renamed when complete, so a kill mid-write never leaves a
+        # `checkpoint-N` that resume would trust (lora_llava/checkpoints.py).
+        from pathlib import Path
+
+        from lora_llava.checkpoints import commit, rotate, staging_root
+
+        step, root = self.state.global_step, Path(self.args.output_dir)
+        staging = staging_root(root, step)
+        if self.is_world_process_zero() and staging.exists():
+            shutil.rmtree(staging)  # left by a run killed while writing this same step
+        self.accelerator.wait_for_everyone()
+        self._staging = str(staging)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = None
+        self.accelerator.wait_for_everyone()  # every rank's RNG state is in before the rename
+        if self.is_world_process_zero():
+            commit(staging / f"checkpoint-{step}", root / f"checkpoint-{step}", step, self.args.world_size)
+            rotate(root, self.args.save_total_limit)
+        self.accelerator.wait_for_everyone()
+
+    def _get_output_dir(self, trial):
+        return self._staging or super()._get_output_dir(trial)

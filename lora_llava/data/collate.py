@@ -39,7 +39,6 @@ class Collator:
     generation: bool = False  # True: prompts only, left padding, no labels
     samples: list[Sample] | None = None  # rows of {"sample_index": i} are looked up here
     image_cache: Any = None  # a PixelCache (data/image_cache.py): image files preprocessed once, read back later
-    image_cache: Any = None  # a PixelCache (data/image_cache.py): image files preprocessed once, read back later
     with_ids: bool = False  # add batch[SAMPLE_IDS] (the trainer pops it before the forward pass)
     _n_image_tokens: int = field(init=False, default=0)
 
@@ -97,6 +96,6 @@ class Collator:
         pixels = self.pixel_values(samples)
         if pixels is not None:
             batch["pixel_values"] = pixels
-        return batch
         if self.with_ids:
             batch[SAMPLE_IDS] = [s.id for s in samples]
+        return batch
