@@ -70,8 +70,8 @@ def _fmt(spread: dict) -> str:
 def render_markdown(report: dict) -> str:
     lines = [f"# Data report: {report['source']} {report['path'] or ''}".rstrip(), "",
              f"processor: {report['processor']}; data.max_length={report['max_length']}", "",
-             "| split | samples | with image | text-only | rejected | tokens min/median/p95/max | "
-             "image width min/median/p95/max | image height min/median/p95/max |",
+             ("| split | samples | with image | text-only | rejected | tokens min/median/p95/max | "
+              "image width min/median/p95/max | image height min/median/p95/max |"),
              "|---|---|---|---|---|---|---|---|"]
     for name, s in report["splits"].items():
         lines.append(f"| {name} | {s['samples']} | {s['with_image']} | {s['text_only']} | {s['rejected']} | "

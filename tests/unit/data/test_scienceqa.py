@@ -73,7 +73,8 @@ def test_original_release_with_image_root_and_problems_file(release):
 def test_hub_layout_from_local_parquet(tmp_path):
     import io
 
-    from datasets import Dataset, Features, Image as ImageFeature, Sequence, Value
+    from datasets import Dataset, Features, Sequence, Value
+    from datasets import Image as ImageFeature
 
     buffer = io.BytesIO()
     Image.new("RGB", (12, 12), "green").save(buffer, "PNG")

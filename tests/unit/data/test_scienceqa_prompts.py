@@ -30,8 +30,8 @@ EXPECTED = [  # (problem, format, user text, answer)
     # An empty lecture leaves a dangling BECAUSE:, which LLaVA removes.
     (TEXT_ONLY, "QCM-AE", "Which word is a noun?\nContext: N/A\nOptions: (A) run (B) dog (C) blue",
      "The answer is B."),
-    (P, "QCML-A", "Which is a mammal?\nContext: Look closely.\nOptions: (A) frog (B) whale\nBECAUSE: Mammals have "
-     "hair.\nMost give birth.\n<image>", "The answer is B."),
+    (P, "QCML-A", ("Which is a mammal?\nContext: Look closely.\nOptions: (A) frog (B) whale\nBECAUSE: Mammals "
+                   "have hair.\nMost give birth.\n<image>"), "The answer is B."),
     (P, "QCM-LEPA", "Which is a mammal?\nContext: Look closely.\nOptions: (A) frog (B) whale\n<image>",
      "LECTURE: Mammals have hair.\nMost give birth.\nSOLUTION: A whale is a mammal.\n###\nANSWER: B."),
     (TEXT_ONLY, "QCM-LEPA", "Which word is a noun?\nContext: N/A\nOptions: (A) run (B) dog (C) blue",

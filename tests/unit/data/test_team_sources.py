@@ -96,7 +96,8 @@ def test_flat_table_without_question_column_says_how_to_map(tmp_path):
 
 
 def test_hf_dataset_with_image_and_classlabel_columns(tmp_path):
-    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image as ImageFeature, Value
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+    from datasets import Image as ImageFeature
 
     features = Features({"img": ImageFeature(), "query": Value("string"), "label": ClassLabel(names=["no", "yes"])})
     images = [Image.new("RGB", (8, 8), c) for c in ("red", "blue", "green", "white")]
