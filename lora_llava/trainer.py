@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 
+import torch
+
 from trl import SFTTrainer
 
 
@@ -24,6 +26,16 @@ class LlavaSFTTrainer(SFTTrainer):
         self._staging: str | None = None  # set while a checkpoint is written under its temporary name
         self.projector_learning_rate = projector_learning_rate
         super().__init__(*args, **kwargs)
+        self._keep_trainable_fp32()
+
+    def _keep_trainable_fp32(self):
+        # TRL casts every trainable weight of a quantized model to bf16, the projector copy included. At the
+        # projector's LLaVA learning rate (2e-5) most Adam updates are below bf16's resolution (~0.4% of the
+        # weight) and vanish, and on CPU the bf16 projector meets fp32 activations and fails. Adapters are small:
+        # keep them and the projector in fp32 (autocast still runs the matmuls in bf16 on GPUs).
+        for param in self.model.parameters():
+            if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
+                param.data = param.data.float()
 
     def create_optimizer(self, model=None):
         # Two groups: adapters at learning_rate, the projector at its own rate. Built here, not passed in, because

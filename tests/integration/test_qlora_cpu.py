@@ -31,3 +31,20 @@ def test_qlora_quantizes_language_model_only_and_trains():
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p).all() for p in params)
     assert any(not torch.equal(a, b) for a, b in zip(before, params))
+
+
+def test_qlora_through_the_trainer_keeps_trainable_weights_fp32(tmp_path):
+    """TRL casts a quantized model's trainable weights to bf16; at the projector's small learning rate most
+    updates would vanish. Ours stay fp32 and the projector moves."""
+    from lora_llava.train import train
+
+    cfg = smoke_config("quant=nf4", "train.max_steps=3", "train.eval_steps=null", "train.projector_learning_rate=2e-5")
+    base, _ = build_model_and_processor(cfg.model, smoke_config().quant)
+    before = {n: p.detach().clone() for n, p in base.named_parameters() if "multi_modal_projector" in n}
+    model, _ = train(cfg, tmp_path)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(p.dtype == torch.float32 for p in trainable.values())
+    moved = [n for n, p in trainable.items() if "multi_modal_projector" in n
+             and not torch.equal(p.detach(), before[n.replace("base_model.model.", "").replace(
+                 ".modules_to_save.default", "")])]
+    assert moved, "the projector did not train"
