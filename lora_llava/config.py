@@ -120,6 +120,9 @@ class TrainConfig:
     group_by_modality_length: bool = True  # micro-batches of one modality: text-only rows never pad to images
     length_group_window: int = 1  # >1: also sort by length within N micro-batches (less padding, alike batches)
     supervised_logits_only: bool = True  # lm_head only where a label needs it (no 576 x 32k image logits)
+    # Appended to the last user turn of training samples; by default eval's instruction, so that training and
+    # inference prompts agree (LLaVA-1.5: "Answer with the option's letter from the given choices directly.").
+    answer_suffix: Optional[str] = "${eval.answer_suffix}"
     seed: int = 42
     logging_steps: int = 10
     save_steps: int = 500

@@ -13,7 +13,7 @@ from lora_llava.data import load_splits
 from lora_llava.data.collate import Collator
 from lora_llava.data.image_cache import build_image_cache
 from lora_llava.data.screen import screen_splits
-from lora_llava.model import build_model_and_processor, resolve_dtype
+from lora_llava.model import build_model_and_processor, load_processor, resolve_dtype
 from lora_llava.plan import plan_before_training
 
 log = logging.getLogger("lora_llava")
@@ -90,6 +90,20 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
     )
 
 
+def prepare_splits(cfg, processor, run_dir: Path):
+    """Load, cut to data.limit, add train.answer_suffix, then screen the train and eval splits."""
+    from lora_llava.evaluate import with_suffix
+
+    splits = load_splits(cfg.data)
+    if cfg.data.limit:
+        splits[cfg.data.train_split] = splits[cfg.data.train_split][: cfg.data.limit]
+    for name in (cfg.data.train_split, cfg.data.eval_split):
+        if name in splits and cfg.train.answer_suffix:
+            splits[name] = [with_suffix(s, cfg.train.answer_suffix) for s in splits[name]]
+    # Bad samples stop the run here (data.on_error=raise) or are left out and listed (skip), never mid-training.
+    return screen_splits(splits, cfg.data, processor, run_dir, [cfg.data.train_split, cfg.data.eval_split])
+
+
 def train(cfg, run_dir: Path):
     """Train adapters per `cfg`; returns (peft model, processor). The adapter folder is written by export."""
     from transformers import set_seed
@@ -101,16 +115,13 @@ def train(cfg, run_dir: Path):
     check_trackers(cfg.train.report_to)  # before the model loads: a tracker only when named and installed
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
     checkpointing = plan_before_training(cfg)  # printed before the model loads; decides checkpointing when unset
+    # Data first, with the processor alone: a bad sample stops the run before any weights load.
+    splits = prepare_splits(cfg, load_processor(cfg.model), run_dir)
     dtype = resolve_dtype(cfg.model.dtype)
     model, processor = build_model_and_processor(cfg.model, cfg.quant, dtype)
     # After loading (building the tiny model draws random numbers): train.seed alone fixes the adapters' init.
     set_seed(cfg.train.seed)
     model = apply_adapters(model, cfg.peft, cfg.quant.method != "none", checkpointing)
-    splits = load_splits(cfg.data)
-    if cfg.data.limit:
-        splits[cfg.data.train_split] = splits[cfg.data.train_split][: cfg.data.limit]
-    # Bad samples stop the run here (data.on_error=raise) or are left out and listed (skip), never mid-training.
-    splits = screen_splits(splits, cfg.data, processor, run_dir, [cfg.data.train_split, cfg.data.eval_split])
     trainer = build_trainer(cfg, model, processor, splits, run_dir, dtype)
     fit(trainer, cfg, run_dir)  # resume, preemption, logs, fail-fast (lora_llava/fit.py)
     return trainer.model, processor
