@@ -9,11 +9,10 @@ unless it already places its own `<image>` tags.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
-from lora_llava.data.llava_json import as_list, files_by_split, require_image_root
+from lora_llava.data.llava_json import as_list, existing_file, files_by_split, read_jsonl, require_image_root
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, Turn
 
 FIELDS = ("id", "image", "question", "answer")
@@ -49,21 +48,11 @@ def flat_sample(row: dict, names: dict[str, str], fallback_id: str, images: list
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist (check data.path / data.data_files)")
+    path = existing_file(path)
     if path.suffix.lower() == ".csv":
         with open(path, encoding="utf-8", newline="") as f:
             return list(csv.DictReader(f))
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}, line {line_no}: not valid JSON ({err})") from None
-    return rows
+    return read_jsonl(path)
 
 
 def samples_from_table(path: str | Path, names: dict[str, str]) -> list[Sample]:

@@ -21,21 +21,31 @@ log = logging.getLogger("lora_llava")
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
-def read_records(path: str | Path) -> list[dict]:
-    """The records of a .json (a list) or .jsonl (one object per line) file; malformed JSON names file and line."""
+def existing_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file {path} does not exist (check data.path / data.data_files)")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """One JSON object per non-empty line; a malformed line is named by file and line number."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}, line {line_no}: not valid JSON ({err})") from None
+    return records
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """The records of a .json (a list) or .jsonl (one object per line) file; malformed JSON names file and line."""
+    path = existing_file(path)
     if path.suffix == ".jsonl":
-        records = []
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}, line {line_no}: not valid JSON ({err})") from None
-        return records
+        return read_jsonl(path)
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
