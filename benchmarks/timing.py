@@ -72,6 +72,8 @@ def summarize(log: StepLog, warmup: int) -> dict:
     outside = [max(s - f - o, 0.0) for s, f, o in zip(step, inner, opt)]
     return {
         "median_step_s": statistics.median(step),
+        "median_fwd_bwd_s": statistics.median(inner),
+        "median_optimizer_s": statistics.median(opt),
         "tokens_per_step": statistics.mean(tokens),
         "positions_per_step": statistics.mean(positions),
         "padding_fraction": 1 - sum(tokens) / sum(positions),

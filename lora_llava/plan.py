@@ -7,8 +7,8 @@ weights      quantized linears at their packed size (NF4: 4 bits + one 8-bit abs
              256 absmax with double quantization; int8: 1 byte); every other parameter (CLIP tower, projector,
              embeddings, lm_head, norms) in the compute dtype, or in fp32 for QLoRA, where peft's
              prepare_model_for_kbit_training upcasts them.
-adapters +   LoRA weights (fp32, as peft keeps them; bf16 under QLoRA, where TRL casts them) and the trained
-optimizer    projector copy, each with its gradient and optimizer state (AdamW: two moments in the parameter's dtype).
+adapters +   LoRA weights and the trained projector copy, fp32 (LlavaSFTTrainer keeps them fp32), each with its
+optimizer    gradient and optimizer state (AdamW: two fp32 moments; 8-bit AdamW: two 1-byte moments).
 activations  what autograd keeps for backward, in bytes per token per decoder layer (`layer_bytes_per_token`),
              for the whole text sequence including its 576 image tokens, plus the projector's per image. The frozen
              CLIP tower keeps nothing (no parameter or input of it needs a gradient). With gradient checkpointing,
@@ -143,9 +143,8 @@ def static_bytes(c: ParamCounts, quant_method: str, double_quant: bool, dtype_by
     qlora = quant_method != "none"
     packed = {"nf4": NF4_BYTES[double_quant], "int8": 1.0}.get(quant_method, dtype_bytes)
     weights = c.quantizable * packed + c.frozen_other * (4 if qlora else dtype_bytes)
-    # peft keeps LoRA weights in fp32 and the projector copy in the model's dtype; for a quantized model TRL's
-    # SFTTrainer casts every trainable parameter to bf16 (the QLoRA recipe).
-    lora_bytes, projector_bytes = (2, 2) if qlora else (4, dtype_bytes)
+    # Trainable weights are fp32: peft keeps LoRA in fp32 and LlavaSFTTrainer undoes TRL's bf16 cast of them.
+    lora_bytes = projector_bytes = 4
 
     def trained(n: int, size: int) -> float:  # weight + gradient + two AdamW moments (8-bit AdamW: 1 byte each)
         return n * (2 * size + (2 if "8bit" in optim else 2 * size))

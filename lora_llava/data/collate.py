@@ -60,11 +60,14 @@ class Collator:
         if self.max_length is not None and len(ids) > self.max_length:
             raise SampleError(sample.id, f"{len(ids)} tokens exceed data.max_length={self.max_length} "
                                          "(samples are never truncated through their image tokens)")
-        labels = [IGNORE_INDEX] * len(ids)
-        for i, (start, end) in enumerate(enc["offset_mapping"]):
-            if end > start and any(s <= start and end <= e for s, e in spans):
-                labels[i] = ids[i]
-        if not self.generation and all(label == IGNORE_INDEX for label in labels):
+        # Vectorized over the ~1000 tokens of an image row (a Python loop here was a tenth of the data path).
+        offsets = torch.tensor(enc["offset_mapping"], dtype=torch.long).view(-1, 2)
+        answer = torch.zeros(len(ids), dtype=torch.bool)
+        for start, end in spans:
+            answer |= (offsets[:, 0] >= start) & (offsets[:, 1] <= end)
+        answer &= offsets[:, 1] > offsets[:, 0]
+        labels = torch.where(answer, torch.tensor(ids), IGNORE_INDEX).tolist()
+        if not self.generation and not answer.any():
             raise SampleError(sample.id, "no answer token survives tokenization")
         return {"input_ids": ids, "labels": labels}
 
