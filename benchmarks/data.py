@@ -105,9 +105,9 @@ def main(argv=None):
         for arm in ("trl", "ours", "ours+cache"):
             results[f"{arm}/{workers}"] = measure(arm, processor, samples, args, workers, scratch / "pixels")
             print(f"{arm:<11} workers {workers}: {results[f'{arm}/{workers}']:8.1f} samples/s", flush=True)
-    lines = [f"data path: {len(samples)} samples ({sum(bool(s.images) for s in samples)} with an image, mean "
-             f"{mean_tokens:.0f} tokens, {image_token_count(processor)} tokens/image), batch {args.batch_size}, "
-             f"{os.cpu_count()} CPUs, processor {'real' if shared else 'stand-in'}; samples/s"]
+    lines = [(f"data path: {len(samples)} samples ({sum(bool(s.images) for s in samples)} with an image, mean "
+              f"{mean_tokens:.0f} tokens, {image_token_count(processor)} tokens/image), batch {args.batch_size}, "
+              f"{os.cpu_count()} CPUs, processor {'real' if shared else 'stand-in'}; samples/s")]
     lines.append(f"{'workers':<9}" + "".join(f"{arm:>12}" for arm in ("trl", "ours", "ours+cache")))
     for workers in args.workers.split(","):
         lines.append(f"{workers:<9}" + "".join(f"{results[f'{arm}/{workers}']:12.1f}"

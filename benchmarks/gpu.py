@@ -141,9 +141,9 @@ def build_trainer(arm: str, model, rows, batch: int, args, workdir: str):
                     seed=0, optim="adamw_torch")
     from datasets import Dataset
 
-    common = dict(model=model, args=sft, train_dataset=Dataset.from_dict({"row": list(range(len(rows)))}),
-                  data_collator=RowCollator(rows),
-                  processing_class=_build_tokenizer())  # any tokenizer: batches arrive tokenized
+    common = {"model": model, "args": sft, "train_dataset": Dataset.from_dict({"row": list(range(len(rows)))}),
+              "data_collator": RowCollator(rows),
+              "processing_class": _build_tokenizer()}  # any tokenizer: the batches arrive tokenized
     if arm == "trl":
         return SFTTrainer(**common)
     return LlavaSFTTrainer(**common, group_by_modality_length=False, supervised_logits_only=True)
@@ -195,8 +195,8 @@ def device_line(args) -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"{'quant':<6}{'ckpt':<6}{'batch':>5}  {'arm':<5}{'tokens/s':>10}{'step s':>8}"
-             f"{'peak GiB':>10}{'reserved':>10}{'planned':>9}"]
+    lines = [(f"{'quant':<6}{'ckpt':<6}{'batch':>5}  {'arm':<5}{'tokens/s':>10}{'step s':>8}"
+              f"{'peak GiB':>10}{'reserved':>10}{'planned':>9}")]
     for r in results:
         speed = "OOM" if r.get("oom") else f"{r['tokens_per_s']:10.0f}{r['median_step_s']:8.3f}"
         lines.append(f"{r['quant']:<6}{'on' if r['checkpointing'] else 'off':<6}{r['batch']:>5}  {r['arm']:<5}"

@@ -109,10 +109,10 @@ def warm_cache(processor, samples, scratch):
 
 
 def report(results: dict, padding: dict, args, machine: str) -> str:
-    lines = [f"train benchmark on {machine}: batch {args.batch_size}, {args.steps} steps/run "
-             f"({args.warmup} warm-up), {args.pairs} interleaved rounds, model hidden {args.hidden} x "
-             f"{args.layers} layers, vocab {results['vocab']}, {results['image_tokens']} image tokens/image, "
-             f"processor: {results['processor']}"]
+    lines = [(f"train benchmark on {machine}: batch {args.batch_size}, {args.steps} steps/run "
+              f"({args.warmup} warm-up), {args.pairs} interleaved rounds, model hidden {args.hidden} x "
+              f"{args.layers} layers, vocab {results['vocab']}, {results['image_tokens']} image tokens/image, "
+              f"processor: {results['processor']}")]
     lines.append(f"{'arm':<12}{'step s':>9}{'ratio/TRL':>11}{'tokens/step':>13}{'padding':>9}{'outside':>9}")
     for arm in ARMS:
         runs = results["runs"][arm]

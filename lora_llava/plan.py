@@ -168,8 +168,8 @@ class MemoryPlan:
     params: ParamCounts
 
     def table(self) -> str:
-        lines = [f"memory plan: {self.model}, micro-batch {self.batch_size} x {self.seq_len} tokens, "
-                 f"gradient checkpointing {'on' if self.checkpointing else 'off'}"]
+        lines = [(f"memory plan: {self.model}, micro-batch {self.batch_size} x {self.seq_len} tokens, "
+                  f"gradient checkpointing {'on' if self.checkpointing else 'off'}")]
         lines += [f"  {part:<22}{gb:8.2f} GiB" for part, gb in self.parts_gb.items()]
         verdict = "fits" if self.fits else "DOES NOT FIT"
         lines.append(f"  {'total':<22}{self.total_gb:8.2f} GiB  ({verdict} in {self.gpu_memory_gb:g} GiB)")

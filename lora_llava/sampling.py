@@ -11,7 +11,7 @@ is 1, LLaVA's own choice, where only the modality is grouped. A fresh permutatio
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.utils.data import Sampler

@@ -3,8 +3,6 @@ for r=16, one 1k-token row with gradient checkpointing within 5-9 GB."""
 
 import pytest
 
-from tests.conftest import smoke_config
-
 GB = 1e9
 GiB = 1024**3
 

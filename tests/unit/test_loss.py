@@ -44,9 +44,9 @@ def test_loss_and_gradients_equal_the_full_logits_loss(tiny_model_and_processor)
     ours.backward()
     assert logits.shape == (int((batch["labels"][:, 1:] != -100).sum()), model.config.text_config.vocab_size)
     torch.testing.assert_close(ours, full, rtol=1e-6, atol=1e-6)
+    params = dict(model.named_parameters())
     for name, grad in full_grads.items():
-        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-5, atol=1e-7,
-                                   msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(params[name].grad, grad, rtol=1e-5, atol=1e-7, msg=f"gradient of {name}")
 
 
 def test_num_items_in_batch_sets_the_denominator(tiny_model_and_processor):
@@ -59,11 +59,10 @@ def test_num_items_in_batch_sets_the_denominator(tiny_model_and_processor):
 
 @pytest.fixture(scope="module")
 def smoke_trainer(tmp_path_factory, tiny_model_and_processor):
-    from tests.conftest import smoke_config
-
     from lora_llava.adapters import apply_adapters
     from lora_llava.data import load_splits
     from lora_llava.train import build_trainer
+    from tests.conftest import smoke_config
 
     cfg = smoke_config("data.synthetic.n_train=16", "data.synthetic.n_eval=4")
     model, processor = tiny_model_and_processor

@@ -6,7 +6,14 @@ import json
 import pytest
 import torch
 
-from lora_llava.plan import count_parameters, estimate_gb, largest_batch, make_plan, model_config, plan_before_training
+from lora_llava.plan import (
+    count_parameters,
+    estimate_gb,
+    largest_batch,
+    make_plan,
+    model_config,
+    plan_before_training,
+)
 from tests.conftest import smoke_config
 
 

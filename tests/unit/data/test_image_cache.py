@@ -1,7 +1,6 @@
 """The pixel cache returns exactly what the processor returns, serves later epochs from disk, is invalidated by a
 changed file or processor, stays under its bound, and keeps bad files as loud as without it."""
 
-import os
 import time
 
 import pytest
