@@ -11,20 +11,11 @@ import torch
 from tqdm.auto import tqdm
 
 from lora_llava.data.collate import Collator
-from lora_llava.data.samples import Sample, Turn
+from lora_llava.data.samples import Sample, with_suffix
 from lora_llava.scoring import score
 from lora_llava.scoring.report import write_results
 
 log = logging.getLogger("lora_llava")
-
-
-def with_suffix(sample: Sample, suffix: str | None) -> Sample:
-    """The sample with `suffix` appended to its last user turn (LLaVA's answer-format instruction)."""
-    if not suffix:
-        return sample
-    turns = list(sample.prompt_turns())
-    turns[-1] = Turn(turns[-1].role, f"{turns[-1].text}\n{suffix}")
-    return Sample(sample.id, turns + sample.turns[len(turns):], sample.images, sample.meta)
 
 
 def length_order(samples: list[Sample]) -> list[int]:

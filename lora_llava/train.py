@@ -12,6 +12,7 @@ from lora_llava.adapters import apply_adapters
 from lora_llava.data import load_splits
 from lora_llava.data.collate import Collator
 from lora_llava.data.image_cache import build_image_cache
+from lora_llava.data.samples import with_suffix
 from lora_llava.data.screen import screen_splits
 from lora_llava.model import build_model_and_processor, load_processor, resolve_dtype
 from lora_llava.plan import plan_before_training
@@ -92,8 +93,6 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
 
 def prepare_splits(cfg, processor, run_dir: Path):
     """Load, cut to data.limit, add train.answer_suffix, then screen the train and eval splits."""
-    from lora_llava.evaluate import with_suffix
-
     splits = load_splits(cfg.data)
     if cfg.data.limit:
         splits[cfg.data.train_split] = splits[cfg.data.train_split][: cfg.data.limit]
@@ -128,9 +127,8 @@ def train(cfg, run_dir: Path):
 
 
 def train_stage(cfg, ctx) -> None:
-    from lora_llava.export import save_adapter
-
     from lora_llava.distributed import is_main_process
+    from lora_llava.export import save_adapter
 
     ctx.model, ctx.processor = train(cfg, ctx.run_dir)
     if is_main_process():  # one adapter per run, however many processes trained it

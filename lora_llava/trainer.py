@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 
 import torch
-
 from trl import SFTTrainer
 
 

@@ -28,8 +28,6 @@ def image_token_count(processor) -> int:
     return processor._get_num_multimodal_tokens(image_sizes=[(size["height"], size["width"])]).num_image_tokens[0]
 
 
-
-
 @dataclass
 class Collator:
     processor: Any

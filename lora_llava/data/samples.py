@@ -53,3 +53,12 @@ class Sample:
         tags = sum(t.text.count(IMAGE_PLACEHOLDER) for t in self.turns)
         if tags != len(self.images):
             raise SampleError(self.id, f"{tags} {IMAGE_PLACEHOLDER} tag(s) but {len(self.images)} image(s)")
+
+
+def with_suffix(sample: Sample, suffix: str | None) -> Sample:
+    """The sample with `suffix` appended to its last user turn (LLaVA's answer-format instruction)."""
+    if not suffix:
+        return sample
+    turns = list(sample.prompt_turns())
+    turns[-1] = Turn(turns[-1].role, f"{turns[-1].text}\n{suffix}")
+    return Sample(sample.id, turns + sample.turns[len(turns):], sample.images, sample.meta)
