@@ -7,7 +7,7 @@ without gradient checkpointing, our trainer next to TRL's plain SFTTrainer on th
 The model is built at LLaVA-1.5-7B's exact shapes (benchmarks/shapes.py; 7,063,427,072 parameters) with random
 weights directly on the GPU; no download, as speed and memory do not depend on the weight values. For QLoRA its
 language-model linears are packed to NF4 (double quantization, bf16 compute) as from_pretrained with our
-BitsAndBytesConfig would; the adapters then go on through lora_llava.adapters.apply_adapters, as in training
+BitsAndBytesConfig would; the adapters then go on through lora_llava.models.adapters.apply_adapters, as in training
 (LoRA r=16, alpha 32, dropout 0.05 on all seven linears of the language model; projector trained).
 Rows are ScienceQA-like: 576 image tokens and text to --seq tokens, the last two (answer letter + EOS) supervised.
 There is no tokenizer on the GPU machine, so both trainers get the same pre-built batches: this compares what
@@ -79,7 +79,7 @@ def quantize_nf4(model, dtype, device):
 def build_model(args, quant: str, checkpointing: bool):
     from transformers import LlavaForConditionalGeneration
 
-    from lora_llava.adapters import apply_adapters
+    from lora_llava.models.adapters import apply_adapters
 
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     previous = torch.get_default_dtype()
@@ -128,8 +128,8 @@ class RowCollator:
 def build_trainer(arm: str, model, rows, batch: int, args, workdir: str):
     from trl import SFTConfig, SFTTrainer
 
-    from lora_llava.tiny import _build_tokenizer
-    from lora_llava.trainer import LlavaSFTTrainer
+    from lora_llava.models.tiny import _build_tokenizer
+    from lora_llava.train.trainer import LlavaSFTTrainer
 
     on_gpu = args.device == "cuda"
     sft = SFTConfig(output_dir=workdir, max_steps=args.warmup + args.steps, per_device_train_batch_size=batch,

@@ -48,8 +48,8 @@ def build_arm(arm: str, args, processor, samples, scratch: Path):
     from trl import SFTTrainer
 
     from benchmarks.workload import random_llava, trl_dataset
-    from lora_llava.adapters import apply_adapters
-    from lora_llava.train import build_sft_config, build_trainer
+    from lora_llava.models.adapters import apply_adapters
+    from lora_llava.train.stage import build_sft_config, build_trainer
 
     cfg = bench_config(args, scratch, arm)
     model = random_llava(processor, args.seed, args.hidden, args.layers)
@@ -79,7 +79,7 @@ def padding_table(processor, samples, batch_sizes=(4, 8, 16), seed=0) -> dict:
     import torch
 
     from lora_llava.data.collate import image_token_count
-    from lora_llava.sampling import grouped_batches, padding_fraction, random_batches, sample_lengths
+    from lora_llava.train.sampling import grouped_batches, padding_fraction, random_batches, sample_lengths
 
     lengths = sample_lengths(samples, processor.tokenizer, image_token_count(processor))
     has_image = [bool(s.images) for s in samples]

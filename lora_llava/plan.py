@@ -53,7 +53,7 @@ def model_config(model_cfg):
     """The configured checkpoint's LlavaConfig (reads config.json only; the tiny model is built locally)."""
     from transformers import AutoConfig
 
-    from lora_llava.model import checkpoint_path
+    from lora_llava.models.load import checkpoint_path
 
     return AutoConfig.from_pretrained(checkpoint_path(model_cfg), revision=model_cfg.revision,
                                       trust_remote_code=model_cfg.trust_remote_code)
@@ -64,7 +64,7 @@ def count_parameters(config, quant_cfg, peft_cfg) -> ParamCounts:
     import torch
     from transformers import LlavaForConditionalGeneration
 
-    from lora_llava.adapters import PROJECTOR, target_regex
+    from lora_llava.models.adapters import PROJECTOR, target_regex
 
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)

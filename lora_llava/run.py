@@ -30,17 +30,17 @@ class RunContext:
 def _stage(name: str) -> Callable[[DictConfig, RunContext], None]:
     # Imported lazily so that `--cfg job` and config errors never pay for torch/transformers imports.
     if name == "train":
-        from lora_llava.train import train_stage as fn
+        from lora_llava.train.stage import train_stage as fn
     elif name == "eval":
-        from lora_llava.evaluate import eval_stage as fn
+        from lora_llava.eval.stage import eval_stage as fn
     elif name == "export":
-        from lora_llava.export import export_stage as fn
+        from lora_llava.export.stage import export_stage as fn
     elif name == "validate":
         from lora_llava.data.validate import validate_stage as fn
     elif name == "plan":
         from lora_llava.plan import plan_stage as fn
     elif name == "push":
-        from lora_llava.publish import push_stage as fn
+        from lora_llava.export.publish import push_stage as fn
     else:
         raise ValueError(f"unknown stage {name!r}")
     return fn

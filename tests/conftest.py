@@ -44,7 +44,7 @@ def trained_smoke(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model_and_processor():
-    from lora_llava.model import build_model_and_processor
+    from lora_llava.models.load import build_model_and_processor
 
     cfg = smoke_config()
     return build_model_and_processor(cfg.model, cfg.quant)

@@ -104,7 +104,7 @@ def validate(cfg, run_dir: Path, processor) -> dict:
 
 
 def validate_stage(cfg, ctx) -> None:
-    from lora_llava.model import load_processor
+    from lora_llava.models.load import load_processor
 
     processor = ctx.processor or load_processor(cfg.model)
     report = validate(cfg, ctx.run_dir, processor)

@@ -55,10 +55,10 @@ def test_a_launch_without_a_shared_run_directory_stops_before_composing(tmp_path
 
 def test_the_trainer_builds_the_two_group_optimizer(tmp_path):
     """FSDP refuses an optimizer built before the Trainer: ours is built by it, with the projector's own rate."""
-    from lora_llava.adapters import apply_adapters
     from lora_llava.data import load_splits
-    from lora_llava.model import build_model_and_processor
-    from lora_llava.train import build_trainer
+    from lora_llava.models.adapters import apply_adapters
+    from lora_llava.models.load import build_model_and_processor
+    from lora_llava.train.stage import build_trainer
     from tests.conftest import smoke_config
 
     cfg = smoke_config("train.learning_rate=1e-3", "train.projector_learning_rate=1e-4",

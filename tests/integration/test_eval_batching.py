@@ -5,7 +5,7 @@ import pytest
 
 from lora_llava.data import load_splits
 from lora_llava.data.samples import Sample, Turn
-from lora_llava.evaluate import generate
+from lora_llava.eval.generate import generate
 from tests.conftest import smoke_config
 
 FILLER = "The passage below describes a shape drawn on a grey card and what it looks like. "

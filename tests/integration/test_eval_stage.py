@@ -6,7 +6,7 @@ import json
 import pytest
 
 from lora_llava.data import load_splits
-from lora_llava.evaluate import eval_stage
+from lora_llava.eval.stage import eval_stage
 from lora_llava.run import RunContext
 from tests.conftest import smoke_config
 
@@ -53,8 +53,8 @@ def test_a_predictions_file_is_scored_without_a_model(tmp_path, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr("lora_llava.export.load_adapted", no_model)
-    monkeypatch.setattr("lora_llava.evaluate.generate", no_model)
+    monkeypatch.setattr("lora_llava.models.load.load_adapted", no_model)
+    monkeypatch.setattr("lora_llava.eval.stage.generate", no_model)
     cfg = smoke_config("stages=[eval]", "eval.limit=40", f"eval.predictions={tmp_path / 'answers.jsonl'}",
                        "eval.metadata_fields=[question_type]")
     test = load_splits(cfg.data)["test"][:40]

@@ -9,7 +9,7 @@ from safetensors import safe_open
 
 from lora_llava.data import load_splits
 from lora_llava.data.collate import Collator
-from lora_llava.evaluate import generate
+from lora_llava.eval.generate import generate
 from lora_llava.run import run
 from tests.conftest import smoke_config
 
@@ -46,7 +46,7 @@ def test_adapter_folder_is_complete(trained_smoke):
 def test_reloaded_adapter_gives_the_trained_answers_and_projector(trained_smoke):
     from peft import PeftModel
 
-    from lora_llava.model import build_model_and_processor
+    from lora_llava.models.load import build_model_and_processor
 
     cfg = smoke_config()
     base, processor = build_model_and_processor(cfg.model, cfg.quant)
@@ -75,7 +75,7 @@ def test_merged_model_equals_adapter_on_base(merged_run, trained_smoke):
     from peft import PeftModel
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from lora_llava.model import build_model_and_processor
+    from lora_llava.models.load import build_model_and_processor
 
     merged_dir = merged_run.run_dir / "merged"
     report = json.loads((merged_dir / "verification.json").read_text())
@@ -119,9 +119,8 @@ def qlora_adapter(cfg, out_dir):
     """A few AdamW steps of LoRA + projector on the 4-bit (NF4) tiny model, saved as the train stage saves it.
     (Trained by hand: TRL casts QLoRA's trainable weights to bf16, which CPU training without autocast
     rejects.)"""
-    from lora_llava.adapters import apply_adapters
-    from lora_llava.export import save_adapter
-    from lora_llava.model import build_model_and_processor
+    from lora_llava.models.adapters import apply_adapters
+    from lora_llava.models.load import build_model_and_processor, save_adapter
 
     model, processor = build_model_and_processor(cfg.model, cfg.quant)
     model = apply_adapters(model, cfg.peft, quantized=True, gradient_checkpointing=False).train()
@@ -139,7 +138,7 @@ def test_qlora_adapter_merges_into_16bit(tmp_path):
     """An adapter trained on the NF4 base merges into a bf16 base, no Linear4bit left; verification.json."""
     from transformers import LlavaForConditionalGeneration
 
-    from lora_llava.model import build_model_and_processor
+    from lora_llava.models.load import build_model_and_processor
 
     adapter = qlora_adapter(smoke_config("quant=nf4"), tmp_path / "qlora_adapter")
     cfg = smoke_config("quant=nf4", "stages=[export]", f"adapter={adapter}", "export.merge=true",

@@ -8,9 +8,9 @@ import re
 import pytest
 import torch
 
-from lora_llava.callbacks import TrainingDiverged
 from lora_llava.data.collate import Collator
-from lora_llava.train import train
+from lora_llava.train.callbacks import TrainingDiverged
+from lora_llava.train.stage import train
 from tests.conftest import smoke_config
 
 SMALL = ["stages=[train]", "data.synthetic.n_train=32", "data.synthetic.n_eval=8", "train.batch_size=4",
@@ -54,7 +54,7 @@ def test_a_diverging_learning_rate_stops_the_run(tmp_path):
 
 
 def test_a_non_finite_gradient_stops_the_run_even_with_a_finite_loss(tmp_path, monkeypatch):
-    import lora_llava.train as train_module
+    import lora_llava.train.stage as train_module
 
     apply = train_module.apply_adapters
 

@@ -2,9 +2,9 @@
 
 import builtins
 
-from lora_llava import predict
 from lora_llava.data import load_splits
-from lora_llava.evaluate import generate
+from lora_llava.eval import predict
+from lora_llava.eval.generate import generate
 from tests.conftest import smoke_config
 
 
@@ -33,7 +33,7 @@ def test_interactive_mode_keeps_the_conversation(trained_smoke, tmp_path, monkey
         seen.append([(t.role, t.text) for t in samples[0].turns])
         return generate(model, processor, samples, **kwargs)
 
-    monkeypatch.setattr("lora_llava.evaluate.generate", spy)
+    monkeypatch.setattr("lora_llava.eval.generate.generate", spy)
     adapter = trained_smoke.run_dir / "adapter"
     predict.main(["recipe=smoke", f"adapter={adapter}", f"image={tmp_path / 'shape.png'}",
                   "max_new_tokens=8"])

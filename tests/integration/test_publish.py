@@ -12,7 +12,7 @@ import pytest
 from huggingface_hub import constants, set_client_factory
 from huggingface_hub.utils._http import default_client_factory
 
-from lora_llava.publish import PushError
+from lora_llava.export.publish import PushError
 from lora_llava.run import run
 from tests.conftest import smoke_config
 
@@ -86,9 +86,8 @@ def adapter_dir(tmp_path_factory):
     with the run's eval/metrics.json beside it."""
     import torch
 
-    from lora_llava.adapters import apply_adapters
-    from lora_llava.export import save_adapter
-    from lora_llava.model import build_model_and_processor
+    from lora_llava.models.adapters import apply_adapters
+    from lora_llava.models.load import build_model_and_processor, save_adapter
 
     cfg = smoke_config()
     model, processor = build_model_and_processor(cfg.model, cfg.quant)

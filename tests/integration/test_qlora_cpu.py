@@ -2,10 +2,10 @@
 
 import torch
 
-from lora_llava.adapters import apply_adapters
 from lora_llava.data import load_splits
 from lora_llava.data.collate import Collator
-from lora_llava.model import build_model_and_processor
+from lora_llava.models.adapters import apply_adapters
+from lora_llava.models.load import build_model_and_processor
 from tests.conftest import smoke_config
 
 
@@ -36,7 +36,7 @@ def test_qlora_quantizes_language_model_only_and_trains():
 def test_qlora_through_the_trainer_keeps_trainable_weights_fp32(tmp_path):
     """TRL casts a quantized model's trainable weights to bf16; at the projector's small learning rate most
     updates would vanish. Ours stay fp32 and the projector moves."""
-    from lora_llava.train import train
+    from lora_llava.train.stage import train
 
     cfg = smoke_config("quant=nf4", "train.max_steps=3", "train.eval_steps=null", "train.projector_learning_rate=2e-5")
     base, _ = build_model_and_processor(cfg.model, smoke_config().quant)

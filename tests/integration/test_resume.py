@@ -60,7 +60,7 @@ def _wait_for_step(run_dir: Path, proc: subprocess.Popen, step: int, timeout: fl
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(straight run dir, interrupted-then-resumed run dir, what the interruption left behind)."""
-    from lora_llava.tiny import tiny_checkpoint
+    from lora_llava.models.tiny import tiny_checkpoint
 
     tiny_checkpoint(0)  # built once here rather than by both runs at once
     tmp = tmp_path_factory.mktemp("resume")

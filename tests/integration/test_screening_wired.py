@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from lora_llava.data.samples import SampleError
-from lora_llava.evaluate import eval_stage
+from lora_llava.eval.stage import eval_stage
 from lora_llava.run import RunContext
-from lora_llava.train import train
+from lora_llava.train.stage import train
 from tests.conftest import smoke_config
 
 

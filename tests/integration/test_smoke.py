@@ -9,8 +9,8 @@ from PIL import Image
 from lora_llava.data import load_splits
 from lora_llava.data.collate import Collator
 from lora_llava.data.samples import Sample
-from lora_llava.evaluate import generate
-from lora_llava.scoring import score
+from lora_llava.eval.generate import generate
+from lora_llava.eval.scoring import score
 from tests.conftest import smoke_config
 
 
@@ -48,7 +48,7 @@ def test_metrics_match_predictions(trained_smoke):
 def test_saved_adapter_reproduces_the_trained_model(trained_smoke):
     from peft import PeftModel
 
-    from lora_llava.model import build_model_and_processor
+    from lora_llava.models.load import build_model_and_processor
 
     cfg = smoke_config()
     base, processor = build_model_and_processor(cfg.model, cfg.quant)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lora_llava.evaluate import eval_stage
+from lora_llava.eval.stage import eval_stage
 from lora_llava.run import RunContext
 
 SUBJECTS = {"natural science": "NAT", "social science": "SOC", "language science": "LAN"}
@@ -26,7 +26,7 @@ def raw_questions(shared_data):
 def score_answers(shared_data, raw_questions, tmp_path, monkeypatch, *overrides):
     from lora_llava.config import compose
 
-    monkeypatch.setattr("lora_llava.export.load_adapted", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr("lora_llava.models.load.load_adapted", lambda *a, **k: pytest.fail("a model was loaded"))
     answers = tmp_path / "answers.jsonl"
     with open(answers, "w") as f:
         for i, q in enumerate(raw_questions):

@@ -18,8 +18,8 @@ def test_in_memory_nf4_build_matches_from_pretrained():
     from transformers import LlavaForConditionalGeneration
 
     from benchmarks.gpu import quantize_nf4
-    from lora_llava.adapters import apply_adapters
-    from lora_llava.model import build_model_and_processor, checkpoint_path
+    from lora_llava.models.adapters import apply_adapters
+    from lora_llava.models.load import build_model_and_processor, checkpoint_path
 
     cfg = smoke_config("quant=nf4")
     loaded, _ = build_model_and_processor(cfg.model, cfg.quant, torch.float32)

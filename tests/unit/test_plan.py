@@ -30,7 +30,7 @@ def counts(cfg):
 def test_counts_match_the_model_and_its_adapters(cfg, counts, tiny_model_and_processor):
     import copy
 
-    from lora_llava.adapters import apply_adapters, trainable_by_group
+    from lora_llava.models.adapters import apply_adapters, trainable_by_group
 
     model, _ = tiny_model_and_processor
     assert counts.total == sum(p.numel() for p in model.parameters())
@@ -40,7 +40,7 @@ def test_counts_match_the_model_and_its_adapters(cfg, counts, tiny_model_and_pro
 
 
 def test_quantizable_count_matches_what_bitsandbytes_packs():
-    from lora_llava.model import build_model_and_processor
+    from lora_llava.models.load import build_model_and_processor
 
     cfg = smoke_config("quant=nf4")
     counts = count_parameters(model_config(cfg.model), cfg.quant, cfg.peft)

@@ -1,0 +1,113 @@
+"""Ask a fine-tuned model about an image:
+
+    python -m lora_llava.predict adapter=PATH image=FILE question="What is shown?"
+    python -m lora_llava.predict adapter=PATH image=FILE interactive=true      # a conversation on stdin
+
+Its own keys: `image=FILE` (optional; text-only questions work too), `question="..."`, `interactive=true` (or
+`--interactive`; also the default without a question) and `max_new_tokens=N` (default 256). Everything else is
+a config override as for `python -m lora_llava`: `recipe=NAME` picks the recipe the adapter was trained with
+and `model.path=DIR` a merged model. Without `recipe=`, the config is the adapter's own run
+(<run>/.hydra/config.yaml beside <run>/adapter), with `key=value` overrides on top.
+In interactive mode `/image FILE` starts over with another picture, `/reset` starts over, `/quit` ends.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, Turn
+
+OWN_KEYS = ("image", "question", "interactive", "max_new_tokens")
+
+
+def split_args(argv: list[str]) -> tuple[dict, list[str]]:
+    """(our own keys, config overrides)."""
+    own, overrides = {"image": None, "question": None, "interactive": False, "max_new_tokens": 256}, []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if arg in ("--interactive", "-i"):
+            own["interactive"] = True
+        elif sep and key in OWN_KEYS:
+            own[key] = value.lower() in ("true", "1", "yes") if key == "interactive" else value
+        else:
+            overrides.append(arg)
+    own["max_new_tokens"] = int(own["max_new_tokens"])
+    return own, overrides
+
+
+def load_config(overrides: list[str]):
+    """The recipe's config (`recipe=NAME`), else the adapter's run config; overrides applied either way."""
+    from omegaconf import OmegaConf
+
+    from lora_llava.config import Config, check_values, compose
+
+    recipe = next((a.split("=", 1)[1] for a in overrides if a.startswith("recipe=")), None)
+    rest = [a for a in overrides if not a.startswith("recipe=")]
+    if recipe:
+        cfg = compose(recipe, rest)
+    else:
+        adapter = next((a.split("=", 1)[1] for a in rest if a.startswith("adapter=")), None)
+        run_config = Path(adapter).parent / ".hydra" / "config.yaml" if adapter else None
+        if run_config is None or not run_config.is_file():
+            sys.exit("lora_llava.predict: name the recipe the model was trained with (recipe=NAME), or give "
+                     "adapter=<run>/adapter of a run made by `python -m lora_llava` (its config is read from "
+                     "<run>/.hydra/config.yaml)")
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_config),
+                              OmegaConf.from_dotlist(rest))
+    check_values(cfg)
+    return cfg
+
+
+def answer(model, processor, cfg, turns: list[Turn], image: str | None, max_new_tokens: int) -> str:
+    from lora_llava.eval.generate import generate
+
+    sample = Sample(image or "question", turns, [image] if image else [])
+    return generate(model, processor, [sample], batch_size=1, max_new_tokens=max_new_tokens,
+                    system_prompt=cfg.data.system_prompt, desc="answering")[0]
+
+
+def chat(model, processor, cfg, image: str | None, max_new_tokens: int, first: str | None = None,
+         read=None, write=print) -> None:
+    """A conversation: `first`, then each line read, is the next user turn; earlier turns stay in the
+    prompt."""
+    read = read or input  # looked up at call time, so a replaced builtins.input (tests, wrappers) is used
+    turns: list[Turn] = []
+    pending = [first] if first else []
+    while True:
+        try:
+            line = pending.pop() if pending else read("you> ").strip()
+        except EOFError:
+            return
+        if line in ("/quit", "/exit"):
+            return
+        if line == "/reset" or line.startswith("/image "):
+            image = line.split(" ", 1)[1].strip() if line.startswith("/image ") else image
+            turns = []
+            write(f"(new conversation{f' about {image}' if image else ''})")
+            continue
+        if not line:
+            continue
+        turns.append(Turn("user", f"{IMAGE_PLACEHOLDER}\n{line}" if image and not turns else line))
+        reply = answer(model, processor, cfg, turns, image, max_new_tokens)
+        turns.append(Turn("assistant", reply))
+        write(reply)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from lora_llava.models.load import load_adapted
+
+    own, overrides = split_args(sys.argv[1:] if argv is None else argv)
+    cfg = load_config(overrides)
+    if own["image"] and not Path(own["image"]).is_file():
+        sys.exit(f"lora_llava.predict: image={own['image']}: no such file")
+    model, processor = load_adapted(cfg, cfg.adapter)
+    if own["question"] and not own["interactive"]:
+        text = f"{IMAGE_PLACEHOLDER}\n{own['question']}" if own["image"] else own["question"]
+        print(answer(model, processor, cfg, [Turn("user", text)], own["image"], own["max_new_tokens"]))
+        return
+    chat(model, processor, cfg, own["image"], own["max_new_tokens"], first=own["question"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The eval stage: greedy answers for a split (or an existing predictions file), scored by `eval.scorer`,
+written as PRODUCT.md's eval/ folder (predictions.jsonl, metrics.json, report.md + report.png)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from lora_llava.data.samples import Sample, with_suffix
+from lora_llava.eval.generate import generate
+from lora_llava.eval.scoring import score
+from lora_llava.eval.scoring.report import write_results
+
+log = logging.getLogger("lora_llava")
+
+
+def read_predictions(path: str | Path, samples: list[Sample]) -> tuple[list[str], int]:
+    """Outputs for `samples` from a JSONL answers file as LLaVA's model_vqa_science.py writes it
+    (`question_id`, `text`). A question without an answer gets "" (wrong, as in LLaVA's scorer); returns
+    (outputs, number of such questions)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"eval.predictions={path}: no such file")
+    answers = {}
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                answers[str(row["question_id"])] = row["text"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}, line {number}: expected a JSON object with question_id and text "
+                                 f"({err})") from None
+    ids = [s.id for s in samples]
+    missing = [i for i in ids if i not in answers]
+    unknown = set(answers) - set(ids)
+    if len(missing) == len(ids) and ids:
+        raise ValueError(f"{path}: none of its {len(answers)} question_ids is a question of this split "
+                         f"(first ids: {ids[:3]} vs {list(answers)[:3]}); check eval.split and data.*")
+    if missing:
+        log.warning("%s: %d of %d questions have no prediction and count as wrong (e.g. %s)",
+                    path, len(missing), len(ids), ", ".join(missing[:5]))
+    if unknown:
+        log.warning("%s: %d predictions are for questions outside this split/limit, not scored (e.g. %s)",
+                    path, len(unknown), ", ".join(sorted(unknown)[:5]))
+    return [answers.get(i, "") for i in ids], len(missing)
+
+
+def eval_samples(cfg) -> list[Sample]:
+    from lora_llava.data import load_splits
+
+    splits = load_splits(cfg.data)
+    if cfg.eval.split not in splits:
+        raise ValueError(f"eval.split={cfg.eval.split!r}: data.source={cfg.data.source} has splits "
+                         f"{', '.join(splits)}")
+    samples = splits[cfg.eval.split]
+    return samples[: cfg.eval.limit] if cfg.eval.limit else samples
+
+
+def evaluate(cfg, model, processor, samples: list[Sample]) -> tuple[list[dict], dict]:
+    """Generate answers for `samples` and score them."""
+    prompts = [with_suffix(s, cfg.eval.answer_suffix) for s in samples]
+    outputs = generate(model, processor, prompts, cfg.eval.batch_size, cfg.eval.max_new_tokens,
+                       cfg.data.system_prompt, cfg.data.image_root)
+    return score(cfg.eval.scorer, samples, outputs, [p.prompt_turns()[-1].text for p in prompts],
+                 cfg.eval.metadata_fields)
+
+
+def score_file(cfg, samples: list[Sample]) -> tuple[list[dict], dict]:
+    """Score an existing predictions file; no model is loaded."""
+    outputs, missing = read_predictions(cfg.eval.predictions, samples)
+    prompts = [with_suffix(s, cfg.eval.answer_suffix).prompt_turns()[-1].text for s in samples]
+    rows, metrics = score(cfg.eval.scorer, samples, outputs, prompts, cfg.eval.metadata_fields)
+    metrics["missing"] = missing
+    return rows, metrics
+
+
+def eval_stage(cfg, ctx) -> None:
+    from lora_llava.data.screen import screen_split
+    from lora_llava.models.load import load_adapted
+
+    samples = eval_samples(cfg)
+    if cfg.eval.predictions:
+        log.info("scoring %s against %d %s questions (no model)", cfg.eval.predictions, len(samples),
+                 cfg.eval.split)
+        rows, metrics = score_file(cfg, samples)
+    else:
+        if ctx.model is None:
+            ctx.model, ctx.processor = load_adapted(cfg, cfg.adapter)
+        samples = screen_split(samples, cfg.data, ctx.processor, ctx.run_dir, cfg.eval.split, generation=True)
+        rows, metrics = evaluate(cfg, ctx.model, ctx.processor, samples)
+    title = f"{cfg.recipe_name}: {cfg.eval.split} split, {cfg.eval.scorer} scorer"
+    write_results(ctx.run_dir / "eval", rows, metrics, title)
+    ctx.metrics = metrics
+    log.info("eval on %s (%d samples): accuracy %.4f", cfg.eval.split, metrics["n"], metrics["accuracy"])
+    print(f"held-out accuracy: {metrics['accuracy']:.4f} on {metrics['n']} {cfg.eval.split} samples "
+          f"(report: {ctx.run_dir / 'eval' / 'report.md'})")

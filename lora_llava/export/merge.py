@@ -1,0 +1,152 @@
+"""Merge an adapter into a 16-bit (or fp32) copy of its base, save `merged/`, and check the saved model.
+
+The base is always reloaded unquantized in `export.dtype`, also after QLoRA training: merging into 4-bit
+weights would round the LoRA update away, and a 4-bit checkpoint is not what a serving stack expects. The
+check reloads `merged/` from disk with LlavaForConditionalGeneration/AutoProcessor and compares its logits
+with the adapter applied to the same base (not to the 4-bit one: that gap is QLoRA's; no merge can close it).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("lora_llava")
+
+# Allowed max |logit difference| = absolute + relative * (largest |reference logit|). Merging rounds W + BA
+# once in the export dtype while the adapter path rounds each matmul, so 16-bit tolerances follow their
+# precision (bf16 keeps 8 mantissa bits, fp16 11); fp32 differs only by summation order.
+# export.tolerance replaces the rule with a fixed number.
+TOLERANCE = {"float32": (1e-4, 0.0), "float16": (0.0, 1e-2), "bfloat16": (0.0, 4e-2)}
+N_PROBES = 4
+
+
+def probe_batch(processor):
+    """A few fixed image questions (synthetic shapes), as a model input batch with prompts only."""
+    from lora_llava.data.collate import Collator
+    from lora_llava.data.synthetic import make_samples
+
+    return Collator(processor, generation=True)(make_samples(N_PROBES, 64, seed=1234, prefix="probe"))
+
+
+@torch.no_grad()
+def probe_logits(model, batch) -> torch.Tensor:
+    """Logits at every real (non-padding) position, in float32 on the CPU."""
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in batch.items()}
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    logits = model.eval()(**inputs).logits.float().cpu()
+    return logits[batch["attention_mask"].bool()]
+
+
+def leftover_layers(model) -> dict[str, int]:
+    """Counts of what must not survive a merge: quantized linears and LoRA layers."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from lora_llava.models.quant import is_quantized_layer
+
+    modules = list(model.modules())
+    return {"quantized_layers": sum(is_quantized_layer(m) for m in modules),
+            "lora_layers": sum(isinstance(m, BaseTunerLayer) for m in modules)}
+
+
+def load_base(cfg, dtype: torch.dtype):
+    from lora_llava.models.load import build_model_and_processor
+
+    base, processor = build_model_and_processor(cfg.model, None, dtype=dtype)
+    if leftover_layers(base)["quantized_layers"]:
+        raise ValueError(f"model.path={cfg.model.path} loads as a quantized checkpoint; merging needs the "
+                         "unquantized base: point model.path at the 16-bit model the adapter was trained "
+                         "from")
+    return base, processor
+
+
+def save_merged(merged, processor, out_dir: Path, max_shard_size: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if merged.generation_config.pad_token_id is None:
+        merged.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    merged.save_pretrained(out_dir, max_shard_size=max_shard_size)
+    processor.save_pretrained(out_dir)
+    pickles = [p.name for p in out_dir.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    if pickles:  # transformers 5 writes safetensors only; this guards the promise if that ever changes
+        raise RuntimeError(f"{out_dir}: pickled files were written ({', '.join(pickles)}); "
+                           "expected safetensors only")
+
+
+def tolerance(cfg, expected: torch.Tensor) -> float:
+    if cfg.export.tolerance is not None:
+        return float(cfg.export.tolerance)
+    absolute, relative = TOLERANCE[cfg.export.dtype]
+    return absolute + relative * expected.abs().max().item()
+
+
+def compare_reloaded(cfg, out_dir: Path, batch, expected: torch.Tensor, dtype: torch.dtype) -> dict:
+    """Reload merged/ exactly as a user would and compare its logits with the adapter-on-base ones."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from lora_llava.models.load import _device_map
+
+    processor = AutoProcessor.from_pretrained(out_dir)
+    reloaded_batch = probe_batch(processor)
+    if not torch.equal(reloaded_batch["input_ids"], batch["input_ids"]):
+        raise RuntimeError(f"{out_dir}: the saved processor tokenizes differently from the base's processor")
+    model = LlavaForConditionalGeneration.from_pretrained(out_dir, dtype=dtype, device_map=_device_map())
+    actual = probe_logits(model, reloaded_batch)
+    diff = (actual - expected).abs()
+    return {"max_abs_diff": diff.max().item(), "mean_abs_diff": diff.mean().item(),
+            "top1_agreement": (actual.argmax(-1) == expected.argmax(-1)).float().mean().item(),
+            "n_samples": N_PROBES, "n_positions": int(expected.shape[0]), **leftover_layers(model)}
+
+
+def merge(cfg, adapter_dir: Path, dtype: torch.dtype):
+    """(merged model, processor, probe batch, adapter-on-base probe logits taken before merging)."""
+    from peft import PeftModel
+
+    base, processor = load_base(cfg, dtype)
+    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    batch = probe_batch(processor)
+    expected = probe_logits(model, batch)
+    merged = model.merge_and_unload()
+    leftovers = leftover_layers(merged)
+    if any(leftovers.values()):
+        raise RuntimeError(f"merging {adapter_dir} left {leftovers} in the model; nothing was saved")
+    return merged, processor, batch, expected
+
+
+def check_report(cfg, out_dir: Path, report: dict) -> None:
+    (out_dir / "verification.json").write_text(json.dumps(report, indent=2) + "\n")
+    if report["passed"] is False:
+        raise RuntimeError(
+            f"merged model check failed: max |logit difference| {report['max_abs_diff']:.3g} between "
+            f"{out_dir} and the adapter on the {cfg.export.dtype} base exceeds {report['tolerance']:.3g} "
+            "(see verification.json; export.tolerance sets the limit)")
+
+
+def merge_and_save(cfg, adapter_dir: Path, out_dir: Path) -> dict:
+    """Merge `adapter_dir` into the base in export.dtype, save and verify `out_dir`; returns what
+    verification.json records."""
+    from lora_llava.models.card import base_model_id
+
+    out_dir, dtype = Path(out_dir), getattr(torch, cfg.export.dtype)
+    merged, processor, batch, expected = merge(cfg, adapter_dir, dtype)
+    log.info("merged %s into %s (%s); saving %s", adapter_dir, cfg.model.path, cfg.export.dtype, out_dir)
+    save_merged(merged, processor, out_dir, cfg.export.max_shard_size)
+    report = {"dtype": cfg.export.dtype, "base": base_model_id(cfg) or Path(cfg.model.path).name,
+              "adapter": Path(adapter_dir).name, "trained_with_quant": cfg.quant.method,
+              **leftover_layers(merged), "shards": sorted(p.name for p in out_dir.glob("*.safetensors"))}
+    del merged  # one copy of the model in memory at a time: the reload below is the second
+    gc.collect()
+    report["passed"] = None  # export.verify=false: saved, not checked
+    if cfg.export.verify:
+        report.update(compare_reloaded(cfg, out_dir, batch, expected, dtype))
+        report["tolerance"] = tolerance(cfg, expected)
+        report["passed"] = report["max_abs_diff"] <= report["tolerance"] and not report["quantized_layers"]
+    check_report(cfg, out_dir, report)
+    log.info("merged model saved to %s (max |logit difference| %s)", out_dir,
+             report.get("max_abs_diff", "unchecked"))
+    return report

@@ -1,0 +1,131 @@
+"""build_model_and_processor(): a LLaVA checkpoint (Hub id or local directory) or the tiny random model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from lora_llava.models.quant import build_quant_config
+
+log = logging.getLogger("lora_llava")
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """`auto`: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
+    if name != "auto":
+        return getattr(torch, name)
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def checkpoint_path(model_cfg) -> str:
+    if model_cfg.path == "tiny":
+        from lora_llava.models.tiny import tiny_checkpoint
+
+        return str(tiny_checkpoint(model_cfg.seed))
+    return model_cfg.path
+
+
+def _device_map():
+    if not torch.cuda.is_available():
+        return None
+    # FSDP and ZeRO-3 shard the model themselves (conf/accelerate/): a whole copy per GPU is what they avoid.
+    if os.environ.get("ACCELERATE_USE_FSDP") == "true" or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        return None
+    # One process per GPU under accelerate/torchrun (DDP, ZeRO-2): each loads the whole model onto its own device.
+    return {"": int(os.environ.get("LOCAL_RANK", 0))}
+
+
+def load_processor(model_cfg, path: str | None = None):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(
+        path or checkpoint_path(model_cfg), revision=model_cfg.revision,
+        trust_remote_code=model_cfg.trust_remote_code,
+    )
+
+
+def build_model_and_processor(model_cfg, quant_cfg, dtype: torch.dtype | None = None, path: str | None = None):
+    """Load model and processor. `dtype` overrides model.dtype (export reloads the base in 16-bit);
+    `path` overrides model.path (a merged model)."""
+    from transformers import LlavaForConditionalGeneration
+
+    path = path or checkpoint_path(model_cfg)
+    dtype = dtype or resolve_dtype(model_cfg.dtype)
+    quant = build_quant_config(quant_cfg, dtype) if quant_cfg is not None else None
+    model = LlavaForConditionalGeneration.from_pretrained(
+        path,
+        revision=model_cfg.revision,
+        dtype=dtype,
+        quantization_config=quant,
+        attn_implementation=model_cfg.attn_implementation,
+        trust_remote_code=model_cfg.trust_remote_code,
+        device_map=_device_map(),
+        use_safetensors=True,
+    )
+    processor = load_processor(model_cfg, path)
+    if processor.tokenizer.pad_token is None:
+        # Llama tokenizers ship without one; LLaVA's own code pads with unk.
+        processor.tokenizer.pad_token = processor.tokenizer.unk_token
+    log.info("loaded %s (%s%s)", path, str(dtype).replace("torch.", ""),
+             f", {quant_cfg.method}" if quant is not None else "")
+    return model, processor
+
+
+def describe_base_in_config(out_dir: Path, cfg) -> None:
+    """adapter_config.json names the base by its Hub id (and revision) when known. For a local base, peft's
+    path stays: it is what AutoPeftModel loads on this machine; the card says where the base comes from."""
+    from lora_llava.models.card import base_model_id
+
+    path = Path(out_dir) / "adapter_config.json"
+    config = json.loads(path.read_text())
+    if base_model_id(cfg):
+        config["base_model_name_or_path"] = base_model_id(cfg)
+    if cfg.model.revision:
+        config["revision"] = cfg.model.revision
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def save_adapter(model, processor, out_dir: Path, cfg, metrics: dict | None = None) -> Path:
+    """adapter_config.json + adapter_model.safetensors (LoRA and the trained projector) + processor + card."""
+    from lora_llava.models.card import write_model_card
+
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    processor.save_pretrained(out_dir)
+    describe_base_in_config(out_dir, cfg)
+    write_model_card(out_dir, cfg, metrics)
+    return out_dir
+
+
+def check_adapter_source(src: Path) -> None:
+    if not (src / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"adapter={src}: no adapter_config.json there; point adapter= at a folder "
+                                "written by the train stage (<run>/adapter) or a checkpoint "
+                                "(<run>/checkpoints/checkpoint-N)")
+    if not (src / "adapter_model.safetensors").is_file():
+        pickled = [p.name for p in src.glob("adapter_model*") if p.suffix in PICKLE_SUFFIXES]
+        hint = (f" It has {', '.join(pickled)}, a pickle, which this toolkit does not load: re-save it with "
+                "save_pretrained(..., safe_serialization=True).") if pickled else ""
+        raise FileNotFoundError(f"adapter={src}: no adapter_model.safetensors.{hint}")
+
+
+def load_adapted(cfg, adapter: str | None):
+    """The base model with `adapter` applied (or the bare model.path when no adapter is given)."""
+    from peft import PeftModel
+
+
+    model, processor = build_model_and_processor(cfg.model, cfg.quant)
+    if adapter is None:
+        log.warning("no adapter given: evaluating %s as it is", cfg.model.path)
+        return model, processor
+    check_adapter_source(Path(adapter))
+    return PeftModel.from_pretrained(model, adapter), processor

@@ -1,0 +1,45 @@
+"""Trainer.train as a long run needs it: refuse a run that cannot learn before its first step, resume from the
+newest complete checkpoint, write the logs people read, and stop cleanly on SIGTERM / SIGINT."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from lora_llava.distributed import is_main_process
+from lora_llava.train.callbacks import Preemption, TrainLog, check_supervised
+from lora_llava.train.checkpoints import resolve_resume
+
+log = logging.getLogger("lora_llava")
+
+
+def fit(trainer, cfg, run_dir: Path):
+    """Train with `trainer` (an LlavaSFTTrainer) per `cfg.train`; SystemExit(128 + signal) after a preemption."""
+    run_dir = Path(run_dir)
+    checkpoints_dir = Path(trainer.args.output_dir)
+    check_supervised(trainer.data_collator, trainer.train_dataset)
+    trainer.add_callback(TrainLog(run_dir / "logs", trainer.sample_ids_seen))
+    preemption = Preemption()
+    trainer.add_callback(preemption)
+    resume = resolve_resume(cfg.train.resume, checkpoints_dir)
+    with preemption.installed():
+        trainer.train(resume_from_checkpoint=resume)
+    if preemption.signum is not None:
+        hint = resume_command(cfg, run_dir) if is_main_process() else None
+        preemption.exit(checkpoints_dir, trainer.state.global_step, hint)
+    return trainer
+
+
+def resume_command(cfg, run_dir: Path) -> str:
+    """The command line that continues this run: the user's overrides, the run directory, train.resume=auto."""
+    overrides = []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            overrides = [o for o in HydraConfig.get().overrides.task
+                         if not o.startswith(("train.resume=", "hydra.run.dir="))]
+    except ImportError:  # pragma: no cover - hydra is a dependency; this only guards odd embeddings
+        pass
+    return " ".join(["python -m lora_llava", f"recipe={cfg.recipe_name}", *overrides, "train.resume=auto",
+                     f"hydra.run.dir={run_dir}"])

@@ -1,0 +1,38 @@
+"""The predict command's arguments and where its config comes from (no model is loaded here)."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from lora_llava.eval.predict import load_config, split_args
+from tests.conftest import smoke_config
+
+
+def test_own_keys_are_split_from_config_overrides():
+    own, overrides = split_args(["recipe=smoke", "adapter=out/adapter", "image=cat.png",
+                                 "question=What is it?", "--interactive", "max_new_tokens=12",
+                                 "model.dtype=float32"])
+    assert own == {"image": "cat.png", "question": "What is it?", "interactive": True, "max_new_tokens": 12}
+    assert overrides == ["recipe=smoke", "adapter=out/adapter", "model.dtype=float32"]
+    assert split_args(["interactive=false"])[0]["interactive"] is False
+
+
+def test_recipe_and_overrides_compose_like_the_main_command():
+    cfg = load_config(["recipe=smoke", "adapter=/some/adapter", "eval.max_new_tokens=3"])
+    assert (cfg.recipe_name, cfg.adapter, cfg.eval.max_new_tokens) == ("smoke", "/some/adapter", 3)
+    with pytest.raises(Exception, match="rnk"):
+        load_config(["recipe=smoke", "peft.rnk=3"])
+
+
+def test_without_a_recipe_the_adapters_run_config_is_used(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(smoke_config("model.seed=7"), run / ".hydra" / "config.yaml")
+    cfg = load_config([f"adapter={run / 'adapter'}", "data.system_prompt=Be brief."])
+    assert (cfg.recipe_name, cfg.model.seed, cfg.data.system_prompt) == ("smoke", 7, "Be brief.")
+    with pytest.raises(Exception, match="rnk"):  # the schema still catches typos
+        load_config([f"adapter={run / 'adapter'}", "peft.rnk=3"])
+
+
+def test_without_a_recipe_or_run_config_it_says_what_to_do(tmp_path):
+    with pytest.raises(SystemExit, match="recipe=NAME"):
+        load_config([f"adapter={tmp_path / 'adapter'}"])
