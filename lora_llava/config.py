@@ -130,6 +130,10 @@ class TrainConfig:
     eval_steps: Optional[int] = None
     resume: Optional[str] = None  # auto | PATH
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    # GPU levers: off until measured to help on a GPU (docs/benchmarks.md); each is checked before the model loads.
+    padding_free: bool = False  # rows packed end to end, no padding; needs model.attn_implementation=flash_attention_*
+    use_liger_kernel: bool = False  # Liger's RMSNorm, SwiGLU and RoPE Triton kernels (pip install 'lora_llava[liger]')
+    compile: bool = False  # torch.compile each decoder layer of the language model
 
 
 @dataclass
@@ -167,7 +171,8 @@ class HubConfig:
 @dataclass
 class PlanConfig:
     gpu_memory_gb: Optional[float] = None  # the card to plan for; null: this machine's GPU (24 without one)
-    seq_len: Optional[int] = None  # tokens per row to plan for; default data.max_length
+    seq_len: Optional[int] = None  # tokens per row to plan for; default: the longest training row (from_data)
+    from_data: bool = True  # measure the training rows' token lengths (processor only); false: data.max_length
     answer_tokens: int = 8  # supervised tokens per row (logits memory with train.supervised_logits_only)
     cuda_overhead_gb: float = 1.0  # CUDA context, cuBLAS workspace, allocator fragmentation
 
@@ -235,6 +240,47 @@ def check_values(cfg) -> None:
         raise ValueError("model.trust_remote_code=true needs model.revision pinned to a commit")
     if "push" in cfg.stages and not cfg.hub.dry_run and not cfg.hub.repo_id:
         raise ValueError("stages has push but hub.repo_id is not set: pass hub.repo_id=ORG/NAME (or hub.dry_run=true)")
+
+
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+# Attention kernels that take sequence boundaries (cu_seqlens) from the position ids of a packed row.
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
+# Optional packages a key needs: (key, value) -> (module, what to install).
+OPTIONAL = {
+    ("model.attn_implementation", "flash_attention_2"): ("flash_attn", "pip install flash-attn --no-build-isolation"),
+    ("model.attn_implementation", "flash_attention_3"): (
+        "flash_attn_interface", "build flash-attention's hopper/ package (H100/H200 only)"),
+    ("train.use_liger_kernel", True): ("liger_kernel", "pip install 'lora_llava[liger]'"),
+}
+
+
+def check_levers(cfg) -> None:
+    """The optional speed levers, checked at start: a missing package or a combination that cannot work stops
+    here with ConfigError naming the key, not at the first training step."""
+    from importlib.util import find_spec
+
+    from lora_llava.errors import ConfigError
+
+    attn = cfg.model.attn_implementation
+    if attn is not None and attn not in ATTENTION:
+        raise ConfigError(f"model.attn_implementation={attn!r} is not one of {', '.join(ATTENTION)} (or null)")
+    for (key, value), (module, install) in OPTIONAL.items():
+        group, name = key.split(".")
+        if cfg[group][name] == value and find_spec(module) is None:
+            raise ConfigError(f"{key}={value} needs the {module} package, which is not installed: {install} "
+                              f"(CUDA GPUs only), or leave {key} at its default")
+    if cfg.train.padding_free and attn not in VARLEN_ATTENTION:
+        raise ConfigError(f"train.padding_free=true needs model.attn_implementation=flash_attention_2 or _3 (it is "
+                          f"{attn}): other kernels would attend across the packed rows' boundaries or mask a "
+                          "full square, losing what packing saves")
+    from transformers.training_args import OptimizerNames
+
+    optim = cfg.train.optim
+    if optim not in {o.value for o in OptimizerNames}:
+        raise ConfigError(f"train.optim={optim!r} is not an optimizer transformers knows, e.g. adamw_torch, "
+                          "adamw_torch_fused, paged_adamw_8bit, adamw_8bit")
+    if ("8bit" in optim or "paged" in optim) and find_spec("bitsandbytes") is None:
+        raise ConfigError(f"train.optim={optim} needs bitsandbytes: pip install bitsandbytes")
 
 
 def config_dirs():

@@ -5,12 +5,13 @@ are exact. Memory is then estimated per part:
 
 weights      quantized linears at their packed size (NF4: 4 bits + one 8-bit absmax per 64 weights + one fp32 per
              256 absmax with double quantization; int8: 1 byte); every other parameter (CLIP tower, projector,
-             embeddings, lm_head, norms) in the compute dtype, or in fp32 for QLoRA, where peft's
-             prepare_model_for_kbit_training upcasts them.
+             embeddings, lm_head, norms) in the compute dtype, QLoRA included (models/adapters.py keeps them
+             16-bit where peft's prepare_model_for_kbit_training made them fp32).
 adapters +   LoRA weights and the trained projector copy, fp32 (LlavaSFTTrainer keeps them fp32), each with its
 optimizer    gradient and optimizer state (AdamW: two fp32 moments; 8-bit AdamW: two 1-byte moments).
 activations  what autograd keeps for backward, in bytes per token per decoder layer (`layer_bytes_per_token`),
-             for the whole text sequence including its 576 image tokens, plus the projector's per image. The frozen
+             for the widest micro-batch: batch x the longest training row measured (data/lengths.py), or
+             x plan.seq_len / data.max_length, image tokens included, plus the projector's per image. The frozen
              CLIP tower keeps nothing (no parameter or input of it needs a gradient). With gradient checkpointing,
              each layer keeps only its input (the residual stream) and one layer is recomputed at a time.
 logits       with train.supervised_logits_only: (batch x answer tokens) rows of fp32 vocab logits; otherwise TRL's
@@ -24,6 +25,8 @@ import json
 import logging
 import re
 from dataclasses import asdict, dataclass
+
+from lora_llava.errors import ConfigError
 
 log = logging.getLogger("lora_llava")
 
@@ -102,15 +105,14 @@ def layer_bytes_per_token(c: ParamCounts, dtype_bytes: int, dropout: bool, qlora
         the attention output and the down_proj input, once each                        2h + 2h + 2h + 2i
       attention kernel statistics, RoPE tables, masks (not itemized)                  3h
     That is 37h + 9i with dropout (260 KB per token for Llama-2-7B); measured on an H200 (docs/benchmarks.md):
-    250 KB. QLoRA keeps more: peft's prepare_model_for_kbit_training upcasts the embeddings and norms, so the
-    residual stream and the norm outputs are fp32 and autocast keeps bf16 copies of them; measured +14.4h.
+    250 KB. QLoRA measured +14.4h more under peft's prepare_model_for_kbit_training, which upcast the embeddings
+    and norms (an fp32 residual stream, and bf16 autocast copies of it); our own casts keep them 16-bit, so the
+    QLoRA layer is counted as the LoRA one (`qlora` is kept for callers; to re-measure on a GPU).
     """
     h, i, p = c.hidden, c.intermediate, dtype_bytes / 2
     kv = c.kv_heads / c.heads
     units = 8 * h + 2 * h * (2 + 2 * kv) + 6 * i + 3 * h
     units += (15 * h + 3 * h + 3 * i) if dropout else (6 * h + 2 * i)
-    if qlora:
-        units += 14.4 * h
     return units * p
 
 
@@ -118,7 +120,7 @@ def activation_bytes(c: ParamCounts, batch: int, seq: int, dtype_bytes: int, dro
                      checkpointing: bool) -> float:
     tokens = batch * seq
     layer = layer_bytes_per_token(c, dtype_bytes, dropout, qlora) * tokens
-    residual = (4 if qlora else dtype_bytes) * c.hidden * tokens  # one layer's input
+    residual = dtype_bytes * c.hidden * tokens  # one layer's input (16-bit under QLoRA too: no fp32 upcast)
     # Projector (trained): its input, GELU input/output and output, per image (one per row assumed).
     projector = batch * c.image_tokens * (c.vision_hidden + 3 * c.hidden) * dtype_bytes
     final_norm = 6 * c.hidden * tokens * dtype_bytes / 2
@@ -140,9 +142,8 @@ def logits_bytes(c: ParamCounts, batch: int, seq: int, answer_tokens: int, dtype
 
 def static_bytes(c: ParamCounts, quant_method: str, double_quant: bool, dtype_bytes: int, optim: str) -> dict:
     """Weights, and adapters with gradients and optimizer state: what does not grow with the batch."""
-    qlora = quant_method != "none"
     packed = {"nf4": NF4_BYTES[double_quant], "int8": 1.0}.get(quant_method, dtype_bytes)
-    weights = c.quantizable * packed + c.frozen_other * (4 if qlora else dtype_bytes)
+    weights = c.quantizable * packed + c.frozen_other * dtype_bytes  # tower, embeddings, lm_head stay 16-bit
     # Trainable weights are fp32: peft keeps LoRA in fp32 and LlavaSFTTrainer undoes TRL's bf16 cast of them.
     lora_bytes = projector_bytes = 4
 
@@ -166,10 +167,13 @@ class MemoryPlan:
     largest_batch: dict  # {"checkpointing": n, "no checkpointing": n}
     recommend_checkpointing: bool
     params: ParamCounts
+    seq_from: str = "data.max_length"  # where seq_len came from: plan.seq_len, data.max_length or the data
+    lengths: dict | None = None  # the measured length distribution (data/lengths.py Lengths.summary)
 
     def table(self) -> str:
-        lines = [(f"memory plan: {self.model}, micro-batch {self.batch_size} x {self.seq_len} tokens, "
-                  f"gradient checkpointing {'on' if self.checkpointing else 'off'}")]
+        lines = [(f"memory plan: {self.model}, micro-batch {self.batch_size} x {self.seq_len} tokens "
+                  f"({self.seq_from}), gradient checkpointing {'on' if self.checkpointing else 'off'}")]
+        lines += length_lines(self.lengths) if self.lengths else []
         lines += [f"  {part:<22}{gb:8.2f} GiB" for part, gb in self.parts_gb.items()]
         verdict = "fits" if self.fits else "DOES NOT FIT"
         lines.append(f"  {'total':<22}{self.total_gb:8.2f} GiB  ({verdict} in {self.gpu_memory_gb:g} GiB)")
@@ -217,9 +221,40 @@ def gpu_budget_gb(plan_cfg) -> float:
     return 24.0
 
 
-def make_plan(cfg, counts: ParamCounts | None = None) -> MemoryPlan:
+def length_lines(summary: dict) -> list[str]:
+    def fmt(spread: dict) -> str:
+        return "/".join(f"{spread[k]:,}" for k in ("min", "median", "p95", "max")) if spread else "-"
+
+    lines = [(f"  training rows measured: {summary['samples']:,} ({summary['with_image']:,} with an image); tokens "
+              f"min/median/p95/max {fmt(summary['tokens'])} (image rows {fmt(summary['tokens_image_rows'])}, "
+              f"text-only {fmt(summary['tokens_text_rows'])}); answer tokens max "
+              f"{summary['answer_tokens'].get('max', 0)}")]
+    if summary["refused"]:
+        lines.append(f"  {summary['refused']:,} rows not measured: the collator refuses them (screening rejects "
+                     "them or stops the run; stages=[validate] lists them)")
+    return lines
+
+
+def planned_rows(cfg, lengths=None) -> tuple[int, int, str]:
+    """(tokens per row, answer tokens per row, where they came from) for the widest micro-batch: plan.seq_len when
+    set, else the measured longest row (Lengths.longest_batch), else data.max_length."""
+    if cfg.plan.seq_len:
+        return cfg.plan.seq_len, cfg.plan.answer_tokens, "plan.seq_len"
+    if lengths is not None and lengths.tokens:
+        longest = lengths.longest_batch(cfg.train.batch_size)
+        return longest["width"], longest["answer_tokens"], "the longest training row"
+    return cfg.data.max_length, cfg.plan.answer_tokens, "data.max_length"
+
+
+def make_plan(cfg, counts: ParamCounts | None = None, lengths=None) -> MemoryPlan:
+    """The plan for `cfg`; `lengths` (data/lengths.py, the training rows measured) sizes the activations from
+    the widest micro-batch the data can form instead of data.max_length."""
     counts = counts or count_parameters(model_config(cfg.model), cfg.quant, cfg.peft)
-    seq = cfg.plan.seq_len or cfg.data.max_length
+    seq, answer_tokens, seq_from = planned_rows(cfg, lengths)
+    if answer_tokens != cfg.plan.answer_tokens:
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.merge(cfg, {"plan": {"answer_tokens": answer_tokens}})  # a copy: the run's cfg is untouched
     budget = gpu_budget_gb(cfg.plan)
     batch = cfg.train.batch_size
     largest = {"checkpointing": largest_batch(counts, cfg, seq, True, budget),
@@ -231,12 +266,33 @@ def make_plan(cfg, counts: ParamCounts | None = None) -> MemoryPlan:
     return MemoryPlan(model=cfg.model.path, batch_size=batch, seq_len=seq, checkpointing=checkpointing,
                       gpu_memory_gb=round(budget, 2), parts_gb={k: round(v, 3) for k, v in parts.items()},
                       total_gb=round(total, 3), fits=total <= budget, largest_batch=largest,
-                      recommend_checkpointing=recommend, params=counts)
+                      recommend_checkpointing=recommend, params=counts, seq_from=seq_from,
+                      lengths=lengths.summary() if lengths is not None and seq_from != "plan.seq_len" else None)
+
+
+def measure_training_rows(cfg, samples=None, processor=None):
+    """The training split's lengths (data/lengths.py) when the plan is sized from the data, else None. Without
+    `samples`, loads the split as a run would (processor only, no weights)."""
+    if not cfg.plan.from_data or cfg.plan.seq_len:
+        return None
+    from lora_llava.data import training_splits
+    from lora_llava.data.lengths import measure
+    from lora_llava.models.load import load_processor
+
+    processor = processor or load_processor(cfg.model)
+    if samples is None:
+        splits = training_splits(cfg.data, cfg.train.answer_suffix)
+        if cfg.data.train_split not in splits:
+            raise ConfigError(f"plan.from_data: the data has no {cfg.data.train_split!r} split (it has "
+                              f"{', '.join(splits) or 'none'}); set data.train_split, or plan.from_data=false to "
+                              "plan for data.max_length")
+        samples = splits[cfg.data.train_split]
+    return measure(samples, processor, cfg.data)
 
 
 def plan_stage(cfg, ctx) -> None:
     """stages=[plan]: print the plan and write plan.json into the run directory."""
-    plan = make_plan(cfg)
+    plan = make_plan(cfg, lengths=measure_training_rows(cfg, processor=ctx.processor))
     print(plan.table())
     (ctx.run_dir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2))
     ctx.extra["plan"] = plan
@@ -245,10 +301,11 @@ def plan_stage(cfg, ctx) -> None:
                     "use quant=nf4", plan.gpu_memory_gb, plan.largest_batch)
 
 
-def plan_before_training(cfg) -> bool:
+def plan_before_training(cfg, samples=None, processor=None) -> bool:
     """Print the plan for this run and return whether to checkpoint: train.gradient_checkpointing when set,
-    otherwise the planner's choice (off whenever the micro-batch fits without it; it costs ~a third more compute)."""
-    plan = make_plan(cfg)
+    otherwise the planner's choice (off whenever the micro-batch fits without it; it costs ~a third more compute).
+    `samples`: the screened training samples, measured with `processor` to size the activations."""
+    plan = make_plan(cfg, lengths=measure_training_rows(cfg, samples, processor) if samples is not None else None)
     print(plan.table(), flush=True)
     if not plan.fits:
         log.warning("the memory plan exceeds %.0f GiB; the run may run out of GPU memory (see the plan above)",

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig
 
-from lora_llava.config import check_values
+from lora_llava.config import check_levers, check_values
 from lora_llava.distributed import is_main_process
 
 log = logging.getLogger("lora_llava")
@@ -48,6 +48,7 @@ def _stage(name: str) -> Callable[[DictConfig, RunContext], None]:
 
 def run(cfg: DictConfig, run_dir: str | Path) -> RunContext:
     check_values(cfg)
+    check_levers(cfg)  # optional packages and GPU levers, before any stage loads a model
     ctx = RunContext(run_dir=Path(run_dir))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     for name in cfg.stages:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, SampleError, Turn
 
-__all__ = ["IMAGE_PLACEHOLDER", "Sample", "SampleError", "Turn", "load_splits", "SOURCES"]
+__all__ = ["IMAGE_PLACEHOLDER", "Sample", "SampleError", "Turn", "load_splits", "training_splits", "SOURCES"]
 
 
 def _synthetic(cfg):
@@ -51,3 +51,17 @@ def load_splits(cfg) -> dict[str, list[Sample]]:
         raise ValueError(f"data.source={cfg.source!r} is not one of {', '.join(sorted(SOURCES))}")
     splits = with_validation(SOURCES[cfg.source](cfg), cfg)
     return {name: place_images(samples, cfg.image_placement) for name, samples in splits.items()}
+
+
+def training_splits(cfg, answer_suffix: str | None = None) -> dict[str, list[Sample]]:
+    """The splits as a training run sees them before screening: the training split cut to data.limit, and
+    `answer_suffix` (train.answer_suffix) added to the training and validation samples."""
+    from lora_llava.data.samples import with_suffix
+
+    splits = load_splits(cfg)
+    if cfg.limit:
+        splits[cfg.train_split] = splits[cfg.train_split][: cfg.limit]
+    for name in (cfg.train_split, cfg.eval_split):
+        if name in splits and answer_suffix:
+            splits[name] = [with_suffix(s, answer_suffix) for s in splits[name]]
+    return splits

@@ -20,6 +20,25 @@ from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, SampleError
 
 IGNORE_INDEX = -100
 SAMPLE_IDS = "sample_ids"  # batch key with the ids of its samples, for error messages; never reaches the model
+ANSWER_POSITIONS = "answer_positions"  # batch key: (batch, k) positions whose next token is a label (the loss pops it)
+
+
+def supervised_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Boolean (batch, seq) mask of the positions whose logits predict a label (the label is one step ahead)."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep
+
+
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(batch, k) indices of each row's supervised positions, k the most in any row; shorter rows are padded with
+    the last column, which never predicts a label. Built on the CPU so that the device need not count them."""
+    keep = supervised_positions(labels)
+    k = max(int(keep.sum(1).max()), 1) if keep.numel() else 1
+    last = labels.shape[1] - 1
+    # Supervised columns first (stable), then the rest replaced by the last column.
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :k]
+    return torch.where(keep.gather(1, order), order, torch.full_like(order, last))
 
 
 def image_token_count(processor) -> int:
@@ -38,6 +57,8 @@ class Collator:
     samples: list[Sample] | None = None  # rows of {"sample_index": i} are looked up here
     image_cache: Any = None  # a PixelCache (data/image_cache.py): image files preprocessed once, read back later
     with_ids: bool = False  # add batch[SAMPLE_IDS] (the trainer pops it before the forward pass)
+    with_answer_positions: bool = False  # add batch[ANSWER_POSITIONS] (for train.supervised_logits_only)
+    padding_free: bool = False  # training batches as one packed row (train.padding_free)
     _n_image_tokens: int = field(init=False, default=0)
 
     def __post_init__(self):
@@ -80,6 +101,20 @@ class Collator:
     def __call__(self, items: list) -> dict[str, torch.Tensor]:
         samples = [item if isinstance(item, Sample) else self.samples[item["sample_index"]] for item in items]
         encoded = [self.encode(s) for s in samples]
+        if self.padding_free and not self.generation:
+            batch = self.packed(encoded)
+        else:
+            batch = self.padded(encoded)
+        pixels = self.pixel_values(samples)
+        if pixels is not None:
+            batch["pixel_values"] = pixels
+        if self.with_ids:
+            batch[SAMPLE_IDS] = [s.id for s in samples]
+        if self.with_answer_positions and not self.generation:
+            batch[ANSWER_POSITIONS] = answer_positions(batch["labels"])
+        return batch
+
+    def padded(self, encoded: list[dict]) -> dict[str, torch.Tensor]:
         width = max(len(e["input_ids"]) for e in encoded)
         pad_id = self.tokenizer.pad_token_id
         input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
@@ -94,9 +129,13 @@ class Collator:
         batch = {"input_ids": input_ids, "attention_mask": attention}
         if not self.generation:
             batch["labels"] = labels
-        pixels = self.pixel_values(samples)
-        if pixels is not None:
-            batch["pixel_values"] = pixels
-        if self.with_ids:
-            batch[SAMPLE_IDS] = [s.id for s in samples]
         return batch
+
+    @staticmethod
+    def packed(encoded: list[dict]) -> dict[str, torch.Tensor]:
+        """Padding-free: the rows end to end in one row, positions restarting at 0 for each and no attention
+        mask, from which transformers derives the sequence boundaries (flash-attention's cu_seqlens). A row's
+        first token is never a label, so no loss crosses a boundary."""
+        return {"input_ids": torch.tensor([[t for e in encoded for t in e["input_ids"]]]),
+                "labels": torch.tensor([[t for e in encoded for t in e["labels"]]]),
+                "position_ids": torch.cat([torch.arange(len(e["input_ids"])) for e in encoded])[None]}

@@ -12,23 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 from collections import Counter
 from pathlib import Path
 
+from lora_llava.data.lengths import spread
 from lora_llava.data.screen import Screened, reason_kind, screen, write_rejected
 
 REJECTS_FILE = "data_rejected.jsonl"
 
 log = logging.getLogger("lora_llava")
-
-
-def _spread(values: list[int]) -> dict:
-    if not values:
-        return {}
-    ordered = sorted(values)
-    return {"min": ordered[0], "median": int(statistics.median(ordered)),
-            "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], "max": ordered[-1]}
 
 
 def summarize(screened: Screened) -> dict:
@@ -41,9 +33,9 @@ def summarize(screened: Screened) -> dict:
         "samples": len(samples), "with_image": with_image, "text_only": len(samples) - with_image,
         "images_per_sample": dict(sorted(Counter(len(s.images) for s in samples).items())),
         "kept": len(screened.kept), "rejected": len(screened.rejected),
-        "tokens": _spread(screened.n_tokens),
-        "image_width": _spread([w for w, _ in screened.image_sizes]),
-        "image_height": _spread([h for _, h in screened.image_sizes]),
+        "tokens": spread(screened.n_tokens),
+        "image_width": spread([w for w, _ in screened.image_sizes]),
+        "image_height": spread([h for _, h in screened.image_sizes]),
         "rejected_by_reason": {k: {"count": len(ids), "examples": ids[:3]}
                                for k, ids in sorted(groups.items(), key=lambda kv: -len(kv[1]))},
     }

@@ -37,23 +37,88 @@ def build_lora_config(peft_cfg):
 
 
 def apply_adapters(model, peft_cfg, quantized: bool, gradient_checkpointing: bool):
-    """Freeze the base, add adapters, make the projector trainable (a saved copy, via modules_to_save)."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    """Freeze the base, add adapters, make the projector trainable (a saved copy, via modules_to_save).
+
+    Replaces peft's prepare_model_for_kbit_training, which upcasts every non-4-bit weight to fp32 (CLIP tower,
+    embeddings, lm_head, norms: 587M parameters, 1.1 GiB more at 7B, and an fp32 residual stream) and hooks
+    input gradients onto every embedding it finds, CLIP's patch embedding included (backward then runs through
+    the frozen tower). Here the frozen base keeps its loaded dtype, only what trains is fp32, and with
+    checkpointing only the language model's input embeddings are hooked. `quantized` needs no other step."""
+    from peft import get_peft_model
 
     for param in model.parameters():
         param.requires_grad_(False)
-    if quantized:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+    if gradient_checkpointing:
+        # Non-reentrant: gradients reach the adapters inside a checkpointed layer without any input hook.
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.disable_input_require_grads()  # transformers hooked the CLIP tower's patch embedding too
     model = get_peft_model(model, build_lora_config(peft_cfg))
+    if gradient_checkpointing:
+        hook_language_inputs(model.get_base_model())
+        if peft_cfg.scope == "language_model":
+            checkpoint_language_model_only(model)
+    cast_trainable_fp32(model)
+    cast_projector_inputs(model)
     for group, count in trainable_by_group(model).items():
         log.info("trainable %-16s %12s parameters", group, f"{count:,}")
     return model
+
+
+def _outputs_require_grad(module, inputs, output):
+    output.requires_grad_(True)
+
+
+def hook_language_inputs(base) -> None:
+    """Input-gradient hook on the language model's token embeddings alone (peft re-adds transformers' hooks on
+    every embedding when it wraps a checkpointed model; those are removed first). The image features need none:
+    the trained projector makes them require grad, and the frozen tower before it needs no backward at all."""
+    base.disable_input_require_grads()
+    base._require_grads_hooks = [base.get_input_embeddings().register_forward_hook(_outputs_require_grad)]
+
+
+def checkpoint_language_model_only(model) -> None:
+    """The frozen tower keeps nothing for backward: checkpointing its layers would only add bookkeeping."""
+    for name, module in model.named_modules():
+        if "vision_tower" in name and getattr(module, "gradient_checkpointing", False):
+            module.gradient_checkpointing = False
+
+
+def compile_language_model(model) -> int:
+    """torch.compile each decoder layer of the language model in place (regional compilation: one small graph
+    reused by every layer, compiled in seconds; the whole LLaVA forward would break its graph at the image
+    merge). Returns how many layers were compiled."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for n, m in model.named_modules()
+              if isinstance(m, GradientCheckpointingLayer) and "vision_tower" not in n]
+    for layer in layers:
+        layer.compile()
+    log.info("torch.compile: %d language-model decoder layers", len(layers))
+    return len(layers)
+
+
+def cast_trainable_fp32(model) -> None:
+    """What trains is fp32 (Adam updates at the projector's 2e-5 vanish in 16-bit); the frozen base keeps its
+    loaded dtype. Norms need no upcast: Llama's RMSNorm and CLIP's LayerNorm already reduce in fp32 inside, and
+    an fp32 norm weight would only promote the residual stream after it to fp32."""
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
+            param.data = param.data.float()
+
+
+def cast_projector_inputs(model) -> None:
+    """The trained projector copy (fp32) casts its input to its own dtype, so a 16-bit tower feeds it without
+    autocast too (generation after training, CPU runs); transformers casts its output back for the LM."""
+    for name, module in model.named_modules():
+        if name.endswith(f"{PROJECTOR}.modules_to_save.default"):
+            module.register_forward_pre_hook(_cast_input_to_weight_dtype)
+
+
+def _cast_input_to_weight_dtype(module, args):
+    dtype = next(module.parameters()).dtype
+    return tuple(a.to(dtype) if hasattr(a, "dtype") and a.is_floating_point() else a for a in args)
 
 
 def module_group(name: str) -> str:

@@ -175,6 +175,30 @@ def check_finite(what: str, value, step: int, sample_ids: list[str], checkpoints
         f"answers) or lower train.learning_rate, {then}.")
 
 
+class DivergenceWatch:
+    """Losses and gradient norms kept as device scalars with the step and sample ids they came from, and read
+    back together by `check` (one transfer) rather than one `.item()` per step, which would make the CPU wait for
+    the GPU every step. The ids of every batch since the last check are kept, so the first non-finite value is
+    still reported with its step and samples."""
+
+    def __init__(self):
+        self.pending: list[tuple[str, int, list[str], object]] = []  # (what, step, sample ids, value)
+
+    def add(self, what: str, value, step: int, sample_ids: list[str]) -> None:
+        if value is not None:
+            self.pending.append((what, step, list(sample_ids), value.detach() if hasattr(value, "detach") else value))
+
+    def check(self, checkpoints_dir: Path, rank: int = 0) -> None:
+        """Raise TrainingDiverged for the first non-finite value since the last check."""
+        import torch
+
+        pending, self.pending = self.pending, []
+        tensors = [v.float().reshape(()) for *_, v in pending if torch.is_tensor(v)]
+        numbers = iter(torch.stack(tensors).cpu().tolist() if tensors else [])
+        for what, step, ids, value in pending:
+            check_finite(what, next(numbers) if torch.is_tensor(value) else value, step, ids, checkpoints_dir, rank)
+
+
 def check_supervised(collator, dataset, n: int = 64, batch_size: int = 8) -> None:
     """Refuse a run where every label is masked: its loss would be zero and the adapter would not change."""
     from lora_llava.data.collate import IGNORE_INDEX

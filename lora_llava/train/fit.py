@@ -24,6 +24,7 @@ def fit(trainer, cfg, run_dir: Path):
     resume = resolve_resume(cfg.train.resume, checkpoints_dir)
     with preemption.installed():
         trainer.train(resume_from_checkpoint=resume)
+    trainer.divergence.check(checkpoints_dir, trainer.args.process_index)  # whatever the last steps left unread
     if preemption.signum is not None:
         hint = resume_command(cfg, run_dir) if is_main_process() else None
         preemption.exit(checkpoints_dir, trainer.state.global_step, hint)

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import torch
 
-from lora_llava.data import load_splits
+from lora_llava.data import training_splits
 from lora_llava.data.collate import Collator
 from lora_llava.data.image_cache import build_image_cache
-from lora_llava.data.samples import with_suffix
 from lora_llava.data.screen import screen_splits
-from lora_llava.models.adapters import apply_adapters
+from lora_llava.models.adapters import apply_adapters, compile_language_model
 from lora_llava.models.load import build_model_and_processor, load_processor, resolve_dtype
 from lora_llava.plan import plan_before_training
 
@@ -29,10 +28,11 @@ def index_dataset(pool, rows):
     return Dataset.from_dict({"sample_index": list(rows), "images": [len(pool[i].images) for i in rows]})
 
 
-def build_sft_config(train_cfg, run_dir: Path, dtype: torch.dtype, has_eval: bool):
+def build_sft_config(train_cfg, run_dir: Path, dtype: torch.dtype, has_eval: bool, num_workers: int = 0):
     from trl import SFTConfig
 
     on_gpu = torch.cuda.is_available()
+    workers = num_workers > 0
     return SFTConfig(
         output_dir=str(run_dir / "checkpoints"),
         num_train_epochs=train_cfg.epochs,
@@ -62,7 +62,20 @@ def build_sft_config(train_cfg, run_dir: Path, dtype: torch.dtype, has_eval: boo
         remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True},
         max_length=None,  # our collator checks lengths and never truncates
-        dataloader_num_workers=0,
+        # data.num_workers processes collate (decode, preprocess, tokenize) ahead of the GPU; kept across epochs
+        # (no restart cost per epoch), each with two batches in flight, into pinned memory on a GPU.
+        dataloader_num_workers=num_workers,
+        dataloader_persistent_workers=workers,
+        dataloader_prefetch_factor=2 if workers else None,
+        dataloader_pin_memory=on_gpu,
+        # Its per-step isnan/isinf test would read the loss back every step; ours stops the run instead
+        # (LlavaSFTTrainer.divergence, read back at logging steps).
+        logging_nan_inf_filter=False,
+        # Liger's Triton kernels for the norms, SwiGLU and RoPE; its fused loss is left off: our answer-only logits
+        # (train.supervised_logits_only) already skip the vocabulary projection of unsupervised positions.
+        use_liger_kernel=train_cfg.use_liger_kernel,
+        liger_kernel_config={"rms_norm": True, "swiglu": True, "rope": True, "cross_entropy": False,
+                             "fused_linear_cross_entropy": False} if train_cfg.use_liger_kernel else None,
     )
 
 
@@ -70,13 +83,15 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
     from lora_llava.train.trainer import LlavaSFTTrainer
 
     eval_samples = splits.get(cfg.data.eval_split) if cfg.data.eval_split else None
-    args = build_sft_config(cfg.train, run_dir, dtype, bool(eval_samples))
+    args = build_sft_config(cfg.train, run_dir, dtype, bool(eval_samples), cfg.data.num_workers)
     # One collator serves train and eval batches, so both index into one pool: train rows first.
     train_samples, eval_samples = splits[cfg.data.train_split], eval_samples or []
     pool = train_samples + eval_samples
     collator = Collator(processor, image_cache=build_image_cache(cfg.data, processor.image_processor),
                         max_length=cfg.data.max_length, system_prompt=cfg.data.system_prompt,
-                        image_root=cfg.data.image_root, samples=pool, with_ids=True)
+                        image_root=cfg.data.image_root, samples=pool, with_ids=True,
+                        with_answer_positions=cfg.train.supervised_logits_only,
+                        padding_free=cfg.train.padding_free)
     return LlavaSFTTrainer(
         model=model,
         args=args,
@@ -93,12 +108,7 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
 
 def prepare_splits(cfg, processor, run_dir: Path):
     """Load, cut to data.limit, add train.answer_suffix, then screen the train and eval splits."""
-    splits = load_splits(cfg.data)
-    if cfg.data.limit:
-        splits[cfg.data.train_split] = splits[cfg.data.train_split][: cfg.data.limit]
-    for name in (cfg.data.train_split, cfg.data.eval_split):
-        if name in splits and cfg.train.answer_suffix:
-            splits[name] = [with_suffix(s, cfg.train.answer_suffix) for s in splits[name]]
+    splits = training_splits(cfg.data, cfg.train.answer_suffix)
     # Bad samples stop the run here (data.on_error=raise) or are left out and listed (skip), never mid-training.
     return screen_splits(splits, cfg.data, processor, run_dir, [cfg.data.train_split, cfg.data.eval_split])
 
@@ -113,14 +123,18 @@ def train(cfg, run_dir: Path):
     run_dir = Path(run_dir)
     check_trackers(cfg.train.report_to)  # before the model loads: a tracker only when named and installed
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
-    checkpointing = plan_before_training(cfg)  # printed before the model loads; decides checkpointing when unset
     # Data first, with the processor alone: a bad sample stops the run before any weights load.
-    splits = prepare_splits(cfg, load_processor(cfg.model), run_dir)
+    processor = load_processor(cfg.model)
+    splits = prepare_splits(cfg, processor, run_dir)
+    # Sized from the screened training rows' lengths; printed before the model loads; decides checkpointing when unset.
+    checkpointing = plan_before_training(cfg, splits[cfg.data.train_split], processor)
     dtype = resolve_dtype(cfg.model.dtype)
     model, processor = build_model_and_processor(cfg.model, cfg.quant, dtype)
     # After loading (building the tiny model draws random numbers): train.seed alone fixes the adapters' init.
     set_seed(cfg.train.seed)
     model = apply_adapters(model, cfg.peft, cfg.quant.method != "none", checkpointing)
+    if cfg.train.compile:
+        compile_language_model(model)
     trainer = build_trainer(cfg, model, processor, splits, run_dir, dtype)
     fit(trainer, cfg, run_dir)  # resume, preemption, logs, fail-fast (lora_llava/fit.py)
     return trainer.model, processor

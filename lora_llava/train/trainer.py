@@ -7,6 +7,8 @@ import shutil
 import torch
 from trl import SFTTrainer
 
+from lora_llava.train.callbacks import DivergenceWatch
+
 
 class LlavaSFTTrainer(SFTTrainer):
     """SFTTrainer for batches made by lora_llava's Collator.
@@ -23,6 +25,8 @@ class LlavaSFTTrainer(SFTTrainer):
         self.sample_ids_seen: set[tuple[int, str]] = set()  # (epoch, id) trained on here; ranks compare at the end
         self._step_ids: tuple[int, list[str]] = (-1, [])  # (global step, ids of its micro-batches so far)
         self._staging: str | None = None  # set while a checkpoint is written under its temporary name
+        self._pending_tokens = None  # non-padding tokens since the last log, a device tensor
+        self.divergence = DivergenceWatch()
         self.projector_learning_rate = projector_learning_rate
         super().__init__(*args, **kwargs)
         self._keep_trainable_fp32()
@@ -30,11 +34,10 @@ class LlavaSFTTrainer(SFTTrainer):
     def _keep_trainable_fp32(self):
         # TRL casts every trainable weight of a quantized model to bf16, the projector copy included. At the
         # projector's LLaVA learning rate (2e-5) most Adam updates are below bf16's resolution (~0.4% of the
-        # weight) and vanish, and on CPU the bf16 projector meets fp32 activations and fails. Adapters are small:
-        # keep them and the projector in fp32 (autocast still runs the matmuls in bf16 on GPUs).
-        for param in self.model.parameters():
-            if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
-                param.data = param.data.float()
+        # weight) and vanish. Adapters are small: keep them fp32 (autocast still runs the matmuls in bf16 on GPUs).
+        from lora_llava.models.adapters import cast_trainable_fp32
+
+        cast_trainable_fp32(self.model)
 
     def create_optimizer(self, model=None):
         # Two groups: adapters at learning_rate, the projector at its own rate. Built here, not passed in, because
@@ -69,7 +72,10 @@ class LlavaSFTTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # TRL projects every position on CPU (and computes extra metrics); only the answer positions need logits.
+        from lora_llava.data.collate import ANSWER_POSITIONS
+
         if not self.supervised_logits_only or return_outputs or "labels" not in inputs:
+            inputs.pop(ANSWER_POSITIONS, None)
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         from lora_llava.train.loss import supervised_logits, token_loss
 
@@ -81,28 +87,44 @@ class LlavaSFTTrainer(SFTTrainer):
         return loss
 
     def _log_answer_metrics(self, logits, targets, inputs):
-        """The entropy / mean_token_accuracy / num_tokens TRL logs, from the answer logits alone."""
+        """The entropy / mean_token_accuracy / num_tokens TRL logs, from the answer logits alone. They stay on the
+        device as tensors (a `.item()` here would stall the GPU every step) and are read back in `log`."""
         from lora_llava.train.loss import token_metrics
 
         mode = "train" if self.model.training else "eval"
         entropy, correct, count = (self.accelerator.gather_for_metrics(x).sum() for x in token_metrics(logits, targets))
-        valid = max(count.item(), 1)
-        self._metrics[mode]["entropy"].append(entropy.item() / valid)
-        self._metrics[mode]["mean_token_accuracy"].append(correct.item() / valid)
+        valid = count.clamp(min=1)
+        self._metrics[mode]["entropy"].append(entropy / valid)
+        self._metrics[mode]["mean_token_accuracy"].append(correct / valid)
         if mode == "train":
-            self._total_train_tokens += self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
-        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            mask = inputs.get("attention_mask")  # absent from packed (padding-free) rows: every position is real
+            tokens = self.accelerator.gather_for_metrics(
+                mask.sum() if mask is not None else torch.tensor(inputs["input_ids"].numel(), device=logits.device)).sum()
+            self._pending_tokens = tokens if self._pending_tokens is None else self._pending_tokens + tokens
+
+    def log(self, logs, start_time=None):
+        # The only read-back of the per-step metrics: once per logging step, one transfer per metric.
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        if mode == "train" and self._pending_tokens is not None:
+            self._total_train_tokens += int(self._pending_tokens.item())
+            self._pending_tokens = None
+            metrics["num_tokens"] = [self._total_train_tokens]
+        for key, values in metrics.items():
+            if values and torch.is_tensor(values[0]):
+                metrics[key] = [torch.stack(values).float().mean().item()]
+        super().log(logs, start_time)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         # Sample ids travel in the batch only to name the culprits of a non-finite loss; the model never sees them.
         from lora_llava.data.collate import SAMPLE_IDS
 
-        ids = inputs.pop(SAMPLE_IDS, [])
-        step = self.state.global_step
-        self._step_ids = (step, (self._step_ids[1] if self._step_ids[0] == step else []) + list(ids))
+        ids = list(inputs.pop(SAMPLE_IDS, []))
+        step = self.state.global_step + 1
+        self._step_ids = (step, (self._step_ids[1] if self._step_ids[0] == step else []) + ids)
         self.sample_ids_seen.update((int(self.state.epoch or 0), i) for i in ids)
         loss = super().training_step(model, inputs, num_items_in_batch)
-        self._check_finite("loss", loss)
+        self.divergence.add("loss", loss, step, ids)
         return loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -112,16 +134,18 @@ class LlavaSFTTrainer(SFTTrainer):
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def _get_grad_norm(self, model, grad_norm=None):
-        # Trainer only hides a non-finite loss in its logs and steps the optimizer on NaN gradients; stop instead.
+        # Trainer only hides a non-finite loss in its logs; we stop, but check on the device (see _maybe_log_save_evaluate).
         grad_norm = super()._get_grad_norm(model, grad_norm)
-        self._check_finite("gradient norm", grad_norm)
+        self.divergence.add("gradient norm", grad_norm, self.state.global_step + 1, self._step_ids[1])
         return grad_norm
 
-    def _check_finite(self, what, value):
-        from lora_llava.train.callbacks import check_finite
-
-        check_finite(what, value, self.state.global_step + 1, self._step_ids[1], self.args.output_dir,
-                     self.args.process_index)
+    def _maybe_log_save_evaluate(self, *args, **kwargs):
+        # Non-finite values are read back before anything is logged, saved or evaluated (a checkpoint is never
+        # written from diverged weights) and at the end; between those steps the GPU runs on without waiting.
+        control = self.control
+        if control.should_log or control.should_save or control.should_evaluate or control.should_training_stop:
+            self.divergence.check(self.args.output_dir, self.args.process_index)
+        return super()._maybe_log_save_evaluate(*args, **kwargs)
 
     def _save_checkpoint(self, model, trial):
         # Written under a temporary name and renamed when complete, so a kill mid-write never leaves a

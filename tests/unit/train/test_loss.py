@@ -6,13 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
-from lora_llava.data.collate import Collator
+from lora_llava.data.collate import ANSWER_POSITIONS, Collator, answer_positions
 from lora_llava.data.samples import Sample, Turn
 from lora_llava.train.loss import supervised_logits, supervised_positions, token_loss
 
 
-def _batch(processor):
-    samples = [
+def _samples():
+    return [
         Sample("a", [Turn("user", "<image>\nWhat color is the shape?"), Turn("assistant", "red")],
                [Image.new("RGB", (32, 32), "red")]),
         Sample("b", [Turn("user", "Where is the shape?"), Turn("assistant", "top left"),
@@ -20,13 +20,34 @@ def _batch(processor):
         Sample("c", [Turn("user", "<image>\nWhat is in the image?"), Turn("assistant", "a green square")],
                [Image.new("RGB", (40, 24), "green")]),
     ]
-    return Collator(processor)(samples)
+
+
+def _batch(processor):
+    return Collator(processor)(_samples())
 
 
 def test_supervised_positions_are_the_ones_before_each_label():
     labels = torch.tensor([[-100, -100, 5, 6, -100], [-100, 7, -100, -100, -100]])
     keep = supervised_positions(labels)
     assert keep.tolist() == [[False, True, True, False, False], [True, False, False, False, False]]
+
+
+def test_answer_positions_index_each_rows_supervised_positions_padded_with_the_last_column():
+    labels = torch.tensor([[-100, -100, 5, 6, -100], [-100, 7, -100, -100, -100], [-100] * 5])
+    assert answer_positions(labels).tolist() == [[1, 2], [0, 4], [4, 4]]
+
+
+def test_the_collators_positions_give_the_same_loss(tiny_model_and_processor):
+    model, processor = tiny_model_and_processor
+    samples = _samples()
+    with_positions = Collator(processor, with_answer_positions=True)(samples)
+    assert with_positions[ANSWER_POSITIONS].tolist() == answer_positions(with_positions["labels"]).tolist()
+    with torch.no_grad():
+        ours = token_loss(*supervised_logits(model, with_positions))
+        plain = token_loss(*supervised_logits(model, Collator(processor)(samples)))
+        full = model(**Collator(processor)(samples)).loss
+    torch.testing.assert_close(ours, plain)
+    torch.testing.assert_close(ours, full, rtol=1e-6, atol=1e-6)
 
 
 def test_loss_and_gradients_equal_the_full_logits_loss(tiny_model_and_processor):
@@ -42,7 +63,9 @@ def test_loss_and_gradients_equal_the_full_logits_loss(tiny_model_and_processor)
     logits, targets = supervised_logits(model, batch)
     ours = token_loss(logits, targets)
     ours.backward()
-    assert logits.shape == (int((batch["labels"][:, 1:] != -100).sum()), model.config.text_config.vocab_size)
+    # 3 rows x the most answer tokens in a row; the padding of shorter rows targets -100 and counts for nothing.
+    assert logits.shape == (3 * max((batch["labels"][:, 1:] != -100).sum(1)), model.config.text_config.vocab_size)
+    assert int((targets != -100).sum()) == int((batch["labels"][:, 1:] != -100).sum())
     torch.testing.assert_close(ours, full, rtol=1e-6, atol=1e-6)
     params = dict(model.named_parameters())
     for name, grad in full_grads.items():
@@ -53,7 +76,7 @@ def test_num_items_in_batch_sets_the_denominator(tiny_model_and_processor):
     model, processor = tiny_model_and_processor
     with torch.no_grad():
         logits, targets = supervised_logits(model, _batch(processor))
-    n = targets.numel()
+    n = int((targets != -100).sum())
     torch.testing.assert_close(token_loss(logits, targets, num_items_in_batch=2 * n), token_loss(logits, targets) / 2)
 
 
