@@ -171,7 +171,7 @@ class MemoryPlan:
     lengths: dict | None = None  # the measured length distribution (data/lengths.py Lengths.summary)
 
     def table(self) -> str:
-        lines = [(f"memory plan: {self.model}, micro-batch {self.batch_size} x {self.seq_len} tokens "
+        lines = [(f"memory plan: {self.model}, micro-batch {self.batch_size} x {self.seq_len:,} tokens "
                   f"({self.seq_from}), gradient checkpointing {'on' if self.checkpointing else 'off'}")]
         lines += length_lines(self.lengths) if self.lengths else []
         lines += [f"  {part:<22}{gb:8.2f} GiB" for part, gb in self.parts_gb.items()]

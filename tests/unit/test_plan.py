@@ -86,3 +86,75 @@ def test_plan_stage_prints_and_writes_the_plan(tmp_path, capsys):
     assert written["params"]["total"] == ctx.extra["plan"].params.total
     assert set(written["parts_gb"]) == {"weights", "adapters + optimizer", "activations", "logits", "CUDA overhead"}
     assert "fits in 24 GiB" in capsys.readouterr().out
+
+
+def _lengths(tokens, images=None, answers=None):
+    from lora_llava.data.lengths import Lengths
+
+    return Lengths(tokens=list(tokens), answer_tokens=list(answers or [2] * len(tokens)),
+                   images=list(images if images is not None else [1] * len(tokens)))
+
+
+def test_the_widest_micro_batch_is_batch_rows_padded_to_the_longest_row():
+    lengths = _lengths([100, 700, 650, 40, 1112], images=[0, 1, 1, 0, 1], answers=[1, 2, 2, 1, 3])
+    assert lengths.longest_batch(4) == {"rows": 4, "width": 1112, "answer_tokens": 3, "images_per_row": 1}
+    assert lengths.longest_batch(8)["rows"] == 5  # never more rows than samples
+    summary = lengths.summary()
+    assert summary["tokens"] == {"min": 40, "median": 650, "p95": 1112, "max": 1112}
+    assert summary["tokens_text_rows"]["max"] == 100 and summary["with_image"] == 3
+
+
+def test_the_plan_is_sized_from_the_longest_row_not_data_max_length(counts):
+    cfg = smoke_config("data.max_length=2048", "train.batch_size=4", "plan.gpu_memory_gb=24")
+    measured = make_plan(cfg, counts, lengths=_lengths([300, 512, 90]))
+    assert (measured.seq_len, measured.seq_from) == (512, "the longest training row")
+    assert measured.parts_gb["activations"] == pytest.approx(estimate_gb(counts, cfg, 4, 512, False)["activations"],
+                                                            abs=1e-3)
+    by_config = make_plan(cfg, counts)
+    assert (by_config.seq_len, by_config.seq_from) == (2048, "data.max_length")
+    assert measured.parts_gb["activations"] < by_config.parts_gb["activations"]
+    explicit = make_plan(smoke_config("plan.seq_len=64"), counts, lengths=_lengths([512]))
+    assert (explicit.seq_len, explicit.seq_from, explicit.lengths) == (64, "plan.seq_len", None)
+
+
+def test_measured_lengths_turn_checkpointing_off_where_the_longest_batch_fits(counts):
+    auto = ["train.gradient_checkpointing=null", "data.max_length=2048", "train.batch_size=64"]
+    # A budget between the 512-token batch without checkpointing and the 2048-token one without it.
+    budget = sum(estimate_gb(counts, smoke_config(*auto), 64, 512, False).values()) + 0.01
+    assert sum(estimate_gb(counts, smoke_config(*auto), 64, 2048, False).values()) > budget
+    cfg = smoke_config(*auto, f"plan.gpu_memory_gb={budget}")
+    assert make_plan(cfg, counts).checkpointing is True
+    from_data = make_plan(cfg, counts, lengths=_lengths([512] + [100] * 99))
+    assert from_data.checkpointing is False and from_data.fits
+
+
+def test_measure_gives_the_collators_lengths_and_counts_what_it_refuses(tiny_model_and_processor):
+    from lora_llava.data import load_splits
+    from lora_llava.data.collate import Collator
+    from lora_llava.data.lengths import measure
+
+    _, processor = tiny_model_and_processor
+    cfg = smoke_config()
+    samples = load_splits(cfg.data)["train"][:20]
+    exact = [len(Collator(processor).encode(s)["input_ids"]) for s in samples]
+    lengths = measure(samples, processor, cfg.data)
+    assert lengths.tokens == exact and lengths.images == [1] * 20 and min(lengths.answer_tokens) >= 1
+    short = smoke_config(f"data.max_length={sorted(exact)[10]}").data
+    clipped = measure(samples, processor, short)
+    assert len(clipped.tokens) + len(clipped.refused) == 20 and clipped.refused
+    assert all("exceed data.max_length" in reason for reason in clipped.refused.values())
+
+
+def test_plan_stage_and_training_report_the_measured_lengths(tmp_path, capsys, tiny_model_and_processor):
+    from lora_llava.data import load_splits
+    from lora_llava.run import run
+
+    run(smoke_config("stages=[plan]"), tmp_path)
+    written = json.loads((tmp_path / "plan.json").read_text())
+    assert written["seq_from"] == "the longest training row" and written["lengths"]["samples"] > 0
+    assert written["seq_len"] == written["lengths"]["tokens"]["max"]
+    assert "training rows measured" in capsys.readouterr().out
+    cfg = smoke_config("plan.gpu_memory_gb=24")
+    _, processor = tiny_model_and_processor
+    plan_before_training(cfg, load_splits(cfg.data)["train"][:8], processor)
+    assert "training rows measured: 8 " in capsys.readouterr().out
