@@ -109,7 +109,7 @@ def test_data_num_workers_feed_training_from_persistent_prefetching_workers(tmp_
         return loaders[-1]
 
     monkeypatch.setattr(LlavaSFTTrainer, "get_train_dataloader", capturing)
-    model, _ = train(smoke_config(*SMALL, "train.max_steps=3", "data.num_workers=2"), tmp_path)
+    train(smoke_config(*SMALL, "train.max_steps=3", "data.num_workers=2"), tmp_path)
     loader = loaders[0]
     assert (loader.num_workers, loader.persistent_workers, loader.prefetch_factor) == (2, True, 2)
     assert (tmp_path / "logs/train_log.jsonl").is_file()
