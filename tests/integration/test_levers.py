@@ -33,7 +33,7 @@ def test_levers_are_off_by_default():
     (["train.optim=paged_adamw_9bit"], "train.optim='paged_adamw_9bit' is not an optimizer"),
 ])
 def test_a_lever_that_cannot_run_stops_at_start_naming_its_key(overrides, named, tmp_path, monkeypatch):
-    import lora_llava.models.load as load
+    from lora_llava.models import load
 
     def never(*args, **kwargs):
         raise AssertionError("a model or processor was loaded before the check")
