@@ -67,6 +67,7 @@ def test_the_gpu_benchmark_builds_the_exact_7b_shapes(shared_data):
 def _plan_cli(shared_data, tmp_path, *overrides):
     """README's `python -m lora_llava recipe=scienceqa stages=[plan]`, with the shared local copies substituted
     for the Hub ids (the real LLaVA-1.5-7B config and processor, LLaVA's ScienceQA test JSON as the training rows)."""
+    import os
     import subprocess
     import sys
 
@@ -75,8 +76,7 @@ def _plan_cli(shared_data, tmp_path, *overrides):
             f"data.path={sqa / 'llava_test_CQM-A.json'}", f"data.image_root={sqa / 'images' / 'test'}",
             "data.train_split=test", "data.eval_split=null", f"hydra.run.dir={tmp_path}", *overrides]
     proc = subprocess.run([sys.executable, "-m", "lora_llava", *args], check=False, capture_output=True, text=True,
-                          timeout=300,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout, json.loads((tmp_path / "plan.json").read_text())
 
