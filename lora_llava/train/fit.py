@@ -9,6 +9,7 @@ from pathlib import Path
 from lora_llava.distributed import is_main_process
 from lora_llava.train.callbacks import Preemption, TrainLog, check_supervised
 from lora_llava.train.checkpoints import resolve_resume
+from lora_llava.train.resume import check_resume_config
 
 log = logging.getLogger("lora_llava")
 
@@ -22,6 +23,11 @@ def fit(trainer, cfg, run_dir: Path):
     preemption = Preemption()
     trainer.add_callback(preemption)
     resume = resolve_resume(cfg.train.resume, checkpoints_dir)
+    if resume:
+        trainer.resume_changes = check_resume_config(cfg, Path(resume))
+        if is_main_process():
+            changes = {k: {"from": old, "to": new} for k, (old, new) in trainer.resume_changes.items()}
+            TrainLog(run_dir / "logs").write({"event": "resume", "checkpoint": resume, "changes": changes})
     with preemption.installed():
         trainer.train(resume_from_checkpoint=resume)
     if preemption.signum is not None:

@@ -67,6 +67,7 @@ def build_sft_config(train_cfg, run_dir: Path, dtype: torch.dtype, has_eval: boo
 
 
 def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dtype):
+    from lora_llava.train.resume import training_config
     from lora_llava.train.trainer import LlavaSFTTrainer
 
     eval_samples = splits.get(cfg.data.eval_split) if cfg.data.eval_split else None
@@ -88,6 +89,8 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
         group_by_modality_length=cfg.train.group_by_modality_length,
         length_group_window=cfg.train.length_group_window,
         supervised_logits_only=cfg.train.supervised_logits_only,
+        run_config=training_config(cfg),  # saved in each checkpoint; a resume compares against it
+        not_learning_steps=cfg.train.not_learning_steps,
     )
 
 

@@ -16,7 +16,8 @@ class LlavaSFTTrainer(SFTTrainer):
     `supervised_logits_only`: lm_head only on positions whose next token is a label (lora_llava/loss.py)."""
 
     def __init__(self, *args, group_by_modality_length: bool = False, length_group_window: int = 1,
-                 supervised_logits_only: bool = False,
+                 supervised_logits_only: bool = False, run_config: dict | None = None,
+                 not_learning_steps: int = 0,
                  projector_learning_rate: float | None = None, **kwargs):
         self.group_by_modality_length, self.length_group_window = group_by_modality_length, length_group_window
         self.supervised_logits_only = supervised_logits_only
@@ -24,7 +25,15 @@ class LlavaSFTTrainer(SFTTrainer):
         self._step_ids: tuple[int, list[str]] = (-1, [])  # (global step, ids of its micro-batches so far)
         self._staging: str | None = None  # set while a checkpoint is written under its temporary name
         self.projector_learning_rate = projector_learning_rate
+        self.run_config = run_config  # saved in every checkpoint, compared on resume (lora_llava/train/resume.py)
+        self.resume_changes: dict = {}  # set by fit(): settings that differ from the checkpoint's, allowed
+        self.applied_changes: list[dict] = []
+        self._step_loss = 0.0  # this optimizer step's loss so far, for the learning check
         super().__init__(*args, **kwargs)
+        from lora_llava.train.callbacks import LearningCheck
+
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        self.learning_check = LearningCheck(vocab, not_learning_steps) if not_learning_steps > 0 else None
         self._keep_trainable_fp32()
 
     def _keep_trainable_fp32(self):
@@ -103,6 +112,8 @@ class LlavaSFTTrainer(SFTTrainer):
         self.sample_ids_seen.update((int(self.state.epoch or 0), i) for i in ids)
         loss = super().training_step(model, inputs, num_items_in_batch)
         self._check_finite("loss", loss)
+        # Micro-batch losses are scaled for accumulation: their sum over a step is the step's loss.
+        self._step_loss += float(loss)
         return loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -115,6 +126,9 @@ class LlavaSFTTrainer(SFTTrainer):
         # Trainer only hides a non-finite loss in its logs and steps the optimizer on NaN gradients; stop instead.
         grad_norm = super()._get_grad_norm(model, grad_norm)
         self._check_finite("gradient norm", grad_norm)
+        if self.learning_check is not None:
+            self.learning_check.step(self.state.global_step + 1, self._step_loss, grad_norm, self.args.device)
+        self._step_loss = 0.0
         return grad_norm
 
     def _check_finite(self, what, value):
@@ -128,7 +142,9 @@ class LlavaSFTTrainer(SFTTrainer):
         # `checkpoint-N` that resume would trust (lora_llava/checkpoints.py).
         from pathlib import Path
 
+        from lora_llava.errors import disk_full_message
         from lora_llava.train.checkpoints import commit, rotate, staging_root
+        from lora_llava.train.resume import save_config
 
         step, root = self.state.global_step, Path(self.args.output_dir)
         staging = staging_root(root, step)
@@ -137,7 +153,10 @@ class LlavaSFTTrainer(SFTTrainer):
         self.accelerator.wait_for_everyone()
         self._staging = str(staging)
         try:
-            super()._save_checkpoint(model, trial)
+            with disk_full_message(f"writing checkpoint-{step}", root, cleanup=staging):
+                super()._save_checkpoint(model, trial)
+                if self.is_world_process_zero() and self.run_config is not None:
+                    save_config(self.run_config, staging / f"checkpoint-{step}")
         finally:
             self._staging = None
         self.accelerator.wait_for_everyone()  # every rank's RNG state is in before the rename
@@ -145,6 +164,14 @@ class LlavaSFTTrainer(SFTTrainer):
             commit(staging / f"checkpoint-{step}", root / f"checkpoint-{step}", step, self.args.world_size)
             rotate(root, self.args.save_total_limit)
         self.accelerator.wait_for_everyone()
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        # The states come back with the checkpoint's learning rates; train.resume_changes may name new ones.
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint and self.resume_changes:
+            from lora_llava.train.resume import apply_learning_rates
+
+            self.applied_changes = apply_learning_rates(self.optimizer, self.lr_scheduler, self.resume_changes)
 
     def _get_output_dir(self, trial):
         return self._staging or super()._get_output_dir(trial)
