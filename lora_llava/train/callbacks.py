@@ -174,14 +174,19 @@ def check_finite(what: str, value, step: int, sample_ids: list[str], checkpoints
 
 def continue_advice(checkpoints_dir: Path, step: int) -> str:
     """How to go on after step `step` went wrong. The weights saved after step - 1 are the ones that gave the
-    bad result, so the checkpoint to trust is the newest one at step - 2 or earlier."""
-    good = last_good(checkpoints_dir, before=step - 2)
+    bad result, so the checkpoint to trust with a lower rate is the newest one at step - 2 or earlier."""
+    good, latest = last_good(checkpoints_dir, before=step - 2), last_good(checkpoints_dir)
     if good is None:
-        return ("No checkpoint before it can be trusted: start over with a lower train.learning_rate "
-                "(add train.overwrite=true to reuse this run directory).")
-    return (f"Last good checkpoint: {good}. To continue from it at a lower rate, add `train.resume={good} "
-            f"train.learning_rate=LOWER train.resume_changes=[learning_rate]` to the command that started this "
-            f"run (with its hydra.run.dir).")
+        advice = ("No checkpoint before the weights that gave this result is kept: start over with a lower "
+                  "train.learning_rate (add train.overwrite=true to reuse this run directory).")
+    else:
+        advice = (f"Last good checkpoint: {good}. To continue from it at a lower rate, add `train.resume={good} "
+                  f"train.learning_rate=LOWER train.resume_changes=[learning_rate]` to the command that started "
+                  f"this run (with its hydra.run.dir).")
+    if latest is not None and latest != good:
+        advice += (f" {latest.name} holds the weights that met this batch: resume from it (train.resume=auto) "
+                   "only when the samples were at fault and are fixed.")
+    return advice
 
 
 class NotLearning(RuntimeError):

@@ -111,11 +111,12 @@ def train(cfg, run_dir: Path):
     from transformers import set_seed
 
     from lora_llava.train.callbacks import check_trackers
-    from lora_llava.train.fit import fit
+    from lora_llava.train.fit import fit, plan_resume
 
     run_dir = Path(run_dir)
     check_trackers(cfg.train.report_to)  # before the model loads: a tracker only when named and installed
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    resume = plan_resume(cfg, run_dir)  # a resume with refused config changes stops here, before any loading
     checkpointing = plan_before_training(cfg)  # printed before the model loads; decides checkpointing when unset
     # Data first, with the processor alone: a bad sample stops the run before any weights load.
     splits = prepare_splits(cfg, load_processor(cfg.model), run_dir)
@@ -125,7 +126,7 @@ def train(cfg, run_dir: Path):
     set_seed(cfg.train.seed)
     model = apply_adapters(model, cfg.peft, cfg.quant.method != "none", checkpointing)
     trainer = build_trainer(cfg, model, processor, splits, run_dir, dtype)
-    fit(trainer, cfg, run_dir)  # resume, preemption, logs, fail-fast (lora_llava/fit.py)
+    fit(trainer, cfg, run_dir, resume)  # resume, preemption, logs, fail-fast (lora_llava/fit.py)
     return trainer.model, processor
 
 

@@ -165,10 +165,10 @@ def test_non_finite_values_stop_naming_step_samples_and_checkpoint(tmp_path):
         check_finite("gradient norm", torch.tensor(float("inf")), 12, ids, tmp_path / "none-yet")
     message = str(err.value)
     assert "step 12" in message and "gradient norm is inf" in message and "s0, s1" in message
-    assert "and 8 more" in message and "No checkpoint before it can be trusted" in message
+    assert "and 8 more" in message and "No checkpoint before the weights that gave this result" in message
     saved = _checkpoint(tmp_path, 10)
     # The weights saved after step 10 are what gave step 11 its nan: only a checkpoint before them is trusted.
-    with pytest.raises(TrainingDiverged, match="on rank 1: the loss is nan .*No checkpoint before it"):
+    with pytest.raises(TrainingDiverged, match="on rank 1: the loss is nan .*No checkpoint before the weights.*checkpoint-10 holds the weights"):
         check_finite("loss", float("nan"), 11, ["x"], tmp_path, rank=1)
     with pytest.raises(TrainingDiverged, match=f"Last good checkpoint: {saved}. .*train.resume={saved} "
                                                r"train.learning_rate=LOWER train.resume_changes=\[learning_rate\]"):
