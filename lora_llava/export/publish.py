@@ -78,14 +78,14 @@ def check_adapter(cfg, folder: Path) -> None:
     """The staged adapter loads onto the base with PeftModel.from_pretrained, every tensor in the file lands
     in the model (LoRA and projector) unchanged, and the processor loads."""
     import torch
-    from peft import PeftModel, get_peft_model_state_dict
+    from peft import get_peft_model_state_dict
     from safetensors.torch import load_file
     from transformers import AutoProcessor
 
-    from lora_llava.models.load import build_model_and_processor
+    from lora_llava.models.load import apply_saved_adapter, build_model_and_processor
 
     base, _ = build_model_and_processor(cfg.model, cfg.quant)
-    model = PeftModel.from_pretrained(base, str(folder))
+    model = apply_saved_adapter(base, folder, cfg.model)
     saved = load_file(folder / "adapter_model.safetensors")
     loaded = get_peft_model_state_dict(model)
     if set(saved) != set(loaded):

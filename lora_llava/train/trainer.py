@@ -143,6 +143,7 @@ class LlavaSFTTrainer(SFTTrainer):
         from pathlib import Path
 
         from lora_llava.errors import disk_full_message
+        from lora_llava.models.fingerprint import save_fingerprint
         from lora_llava.train.checkpoints import commit, rotate, staging_root
         from lora_llava.train.resume import save_config
 
@@ -157,6 +158,7 @@ class LlavaSFTTrainer(SFTTrainer):
                 super()._save_checkpoint(model, trial)
                 if self.is_world_process_zero() and self.run_config is not None:
                     save_config(self.run_config, staging / f"checkpoint-{step}")
+                    save_fingerprint(self.model, staging / f"checkpoint-{step}")  # for adapter=checkpoint-N
         finally:
             self._staging = None
         self.accelerator.wait_for_everyone()  # every rank's RNG state is in before the rename
