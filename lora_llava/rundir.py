@@ -14,6 +14,7 @@ do not go through Hydra (tests, scripts, multirun jobs).
 
 from __future__ import annotations
 
+import filecmp
 import json
 import logging
 import os
@@ -161,7 +162,11 @@ def check_adapter_target(cfg, run_dir: Path) -> None:
     target = Path(run_dir) / "adapter"
     if not cfg.adapter or not target.is_dir() or not any(target.iterdir()):
         return
-    if Path(cfg.adapter).resolve() != target.resolve():
+    weights = "adapter_model.safetensors"
+    same = Path(cfg.adapter).resolve() == target.resolve() or (
+        (target / weights).is_file() and (Path(cfg.adapter) / weights).is_file()
+        and filecmp.cmp(target / weights, Path(cfg.adapter) / weights, shallow=False))  # an earlier copy of it
+    if not same:
         raise RunDirError(f"{target} already holds an adapter, and adapter={cfg.adapter} is another one: "
                           "run in a fresh directory (drop hydra.run.dir, or name a new one)")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from lora_llava.errors import UserError
+from lora_llava.errors import UserError, disk_full_message
 from lora_llava.models.quant import build_quant_config
 
 log = logging.getLogger("lora_llava")
@@ -116,9 +116,10 @@ def save_adapter(model, processor, out_dir: Path, cfg, metrics: dict | None = No
     from lora_llava.models.fingerprint import save_fingerprint
 
     out_dir = Path(out_dir)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    processor.save_pretrained(out_dir)
-    save_fingerprint(model, out_dir)  # compared whenever the adapter is loaded again
+    with disk_full_message("saving the adapter", out_dir.parent):
+        model.save_pretrained(out_dir, safe_serialization=True)
+        processor.save_pretrained(out_dir)
+        save_fingerprint(model, out_dir)  # compared whenever the adapter is loaded again
     describe_base_in_config(out_dir, cfg)
     write_model_card(out_dir, cfg, metrics)
     return out_dir

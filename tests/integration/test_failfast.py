@@ -173,3 +173,25 @@ def test_a_loss_stuck_at_uniform_guessing_stops_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "build_model_and_processor", build_with_blank_head)
     with pytest.raises(NotLearning, match=r"stopped at step 4: the loss has stayed at 5.95.*ln\(vocabulary size\)"):
         train(smoke_config(*SMALL, "train.max_steps=8", "train.not_learning_steps=4"), tmp_path)
+
+
+def test_a_full_disk_while_saving_a_checkpoint_says_so(tmp_path, monkeypatch):
+    """ENOSPC injected where the trainer writes the optimizer state of checkpoint-1."""
+    import errno
+
+    from lora_llava.errors import DiskFullError
+
+    save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if "optimizer" in str(f):
+            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        return save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(DiskFullError, match=r"the disk is full \(no space left on device\) while writing "
+                                            r"checkpoint-1 in .*GiB free now.*train.resume=auto") as err:
+        train(smoke_config(*SMALL, "train.max_steps=2", "train.save_steps=1"), tmp_path)
+    assert "Traceback" not in str(err.value)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir() if "checkpoint-1" in p.name] == [], \
+        "the half-written checkpoint is removed to give the space back"
