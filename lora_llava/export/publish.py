@@ -188,7 +188,7 @@ def upload(cfg, staging: Path, message: str, token: str):
                                        commit_message=message)
     except PushError:
         raise
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any failure of the Hub client becomes one PushError
         raise failure(err, step, api.endpoint, cfg.hub.timeout, token) from None  # its text may quote headers
     return str(url), commit, private
 

@@ -36,7 +36,6 @@ def assemble_adapter(cfg, src: Path, out_dir: Path) -> Path:
     """Copy an existing adapter into `out_dir`, leaving out trainer state and pickles (listed in the log),
     adding the processor when the source has none, then the base description and a fresh card."""
     from lora_llava.models.load import load_processor
-
     from lora_llava.rundir import check_adapter_target
 
     src, out_dir = Path(src), Path(out_dir)

@@ -41,7 +41,7 @@ def test_inf_in_the_inputs_stops_at_that_step_naming_the_samples(tmp_path, monke
         train(cfg, tmp_path)
     message = str(err.value)
     step = int(re.search(r"stopped at step (\d+)", message).group(1))
-    assert f"the loss is nan for the batch of samples [" in message and poisoned in message
+    assert "the loss is nan for the batch of samples [" in message and poisoned in message
     assert len(re.search(r"samples \[([^\]]*)\]", message).group(1).split(", ")) == 4
     assert _logged_steps(tmp_path) == list(range(1, step)), "it stops at the poisoned step, not later"
     # The smoke recipe keeps one checkpoint, the one saved just before the poisoned batch: it holds the weights

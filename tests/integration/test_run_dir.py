@@ -14,8 +14,8 @@ import textwrap
 
 import pytest
 
-from lora_llava.rundir import LOCK, RunDirError, acquire, release
 from lora_llava.run import run
+from lora_llava.rundir import LOCK, RunDirError, acquire, release
 from tests.conftest import smoke_config
 
 SMALL = ["recipe=smoke", "stages=[train]", "data.synthetic.n_train=16", "data.synthetic.n_eval=4", "train.epochs=1",
@@ -25,7 +25,7 @@ SMALL = ["recipe=smoke", "stages=[train]", "data.synthetic.n_train=16", "data.sy
 def _cli(run_dir, *extra, timeout=300):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "lora_llava", *SMALL, *extra, f"hydra.run.dir={run_dir}"],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+                          capture_output=True, text=True, env=env, timeout=timeout, check=False)
 
 
 def _digest(folder):

@@ -22,8 +22,16 @@ from lora_llava.train.callbacks import (
     check_trackers,
     plot_losses,
 )
-from lora_llava.train.checkpoints import (MANIFEST, CheckpointError, commit, problem, resolve_resume, rotate, scan,
-                                         staging_root)
+from lora_llava.train.checkpoints import (
+    MANIFEST,
+    CheckpointError,
+    commit,
+    problem,
+    resolve_resume,
+    rotate,
+    scan,
+    staging_root,
+)
 
 FILES = {"trainer_state.json": b"{}", "adapter_model.safetensors": b"x" * 100, "optimizer.pt": b"o" * 50,
          "scheduler.pt": b"s", "rng_state.pth": b"r" * 10}
