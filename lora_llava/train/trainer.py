@@ -32,7 +32,8 @@ class LlavaSFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         from lora_llava.train.callbacks import LearningCheck
 
-        vocab = self.model.get_output_embeddings().weight.shape[0]
+        # From the config: under ZeRO-3 a sharded weight can look empty.
+        vocab = self.model.config.get_text_config().vocab_size
         self.learning_check = LearningCheck(vocab, not_learning_steps) if not_learning_steps > 0 else None
         self._keep_trainable_fp32()
 
