@@ -24,6 +24,8 @@ class ModelConfig:
     attn_implementation: Optional[str] = "sdpa"
     license: Optional[str] = None  # for the model card; read from the checkpoint when known
     seed: int = 0  # tiny model only
+    # An adapter records a fingerprint of the base it was trained on; loading it onto another base: refuse | warn
+    base_check: str = "refuse"
 
 
 @dataclass
@@ -129,6 +131,13 @@ class TrainConfig:
     save_total_limit: Optional[int] = 2
     eval_steps: Optional[int] = None
     resume: Optional[str] = None  # auto | PATH
+    # Settings that may differ from the checkpoint's when resuming (learning_rate, projector_learning_rate,
+    # max_grad_norm, epochs, max_steps); any other change refuses to resume.
+    resume_changes: list[str] = field(default_factory=list)
+    overwrite: bool = False  # train in a directory holding an earlier run: its files move to replaced-<time>/
+    # Stop when the gradient norm is exactly 0, or the loss sits at ln(vocab size) (uniform guessing), for this
+    # many optimizer steps in a row; 0: never.
+    not_learning_steps: int = 20
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     # GPU levers: off until measured to help on a GPU (docs/benchmarks.md); each is checked before the model loads.
     padding_free: bool = False  # rows packed end to end, no padding; needs model.attn_implementation=flash_attention_*
@@ -165,6 +174,7 @@ class HubConfig:
     what: str = "adapter"  # adapter | merged
     dry_run: bool = False  # stage and check what would be uploaded (run_dir/hub_upload), upload nothing
     commit_message: Optional[str] = None
+    timeout: float = 60.0  # seconds a Hub request may wait for an answer (connect, each read and write)
     # No token key on purpose: the token comes from HF_TOKEN or the `hf auth login` cache only.
 
 
@@ -227,6 +237,7 @@ def check_values(cfg) -> None:
         "export.dtype": ("bfloat16", "float16", "float32"),
         "eval.scorer": ("exact", "scienceqa", "qa"),
         "model.dtype": ("auto", "bfloat16", "float16", "float32"),
+        "model.base_check": ("refuse", "warn"),
     }
     for key, allowed in choices.items():
         group, name = key.split(".")

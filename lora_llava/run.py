@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from lora_llava.config import check_levers, check_values
 from lora_llava.distributed import is_main_process
+from lora_llava.rundir import claimed
 
 log = logging.getLogger("lora_llava")
 
@@ -51,9 +52,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunContext:
     check_levers(cfg)  # optional packages and GPU levers, before any stage loads a model
     ctx = RunContext(run_dir=Path(run_dir))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    for name in cfg.stages:
-        if name != "train" and not is_main_process():
-            continue  # under torchrun / accelerate: all processes train, rank 0 alone evaluates and writes
-        log.info("stage %s", name)
-        _stage(name)(cfg, ctx)
+    with claimed(cfg, ctx.run_dir):  # locked, and checked that this command may write there (rundir.py)
+        for name in cfg.stages:
+            if name != "train" and not is_main_process():
+                continue  # under torchrun / accelerate: all processes train, rank 0 alone evaluates and writes
+            log.info("stage %s", name)
+            _stage(name)(cfg, ctx)
     return ctx

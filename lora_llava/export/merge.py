@@ -105,10 +105,10 @@ def compare_reloaded(cfg, out_dir: Path, batch, expected: torch.Tensor, dtype: t
 
 def merge(cfg, adapter_dir: Path, dtype: torch.dtype):
     """(merged model, processor, probe batch, adapter-on-base probe logits taken before merging)."""
-    from peft import PeftModel
+    from lora_llava.models.load import apply_saved_adapter
 
     base, processor = load_base(cfg, dtype)
-    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    model = apply_saved_adapter(base, adapter_dir, cfg.model)
     batch = probe_batch(processor)
     expected = probe_logits(model, batch)
     merged = model.merge_and_unload()

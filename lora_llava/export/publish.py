@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
+from lora_llava.errors import UserError
 from lora_llava.models.load import PICKLE_SUFFIXES
 
 log = logging.getLogger("lora_llava")
@@ -20,7 +22,7 @@ STAGING = "hub_upload"
 CARD_KEYS = ("library_name", "pipeline_tag", "tags")
 
 
-class PushError(RuntimeError):
+class PushError(UserError, RuntimeError):
     """A push that failed; the message says which step, and that the local files are unchanged."""
 
 
@@ -76,14 +78,14 @@ def check_adapter(cfg, folder: Path) -> None:
     """The staged adapter loads onto the base with PeftModel.from_pretrained, every tensor in the file lands
     in the model (LoRA and projector) unchanged, and the processor loads."""
     import torch
-    from peft import PeftModel, get_peft_model_state_dict
+    from peft import get_peft_model_state_dict
     from safetensors.torch import load_file
     from transformers import AutoProcessor
 
-    from lora_llava.models.load import build_model_and_processor
+    from lora_llava.models.load import apply_saved_adapter, build_model_and_processor
 
     base, _ = build_model_and_processor(cfg.model, cfg.quant)
-    model = PeftModel.from_pretrained(base, str(folder))
+    model = apply_saved_adapter(base, folder, cfg.model)
     saved = load_file(folder / "adapter_model.safetensors")
     loaded = get_peft_model_state_dict(model)
     if set(saved) != set(loaded):
@@ -133,6 +135,37 @@ def hub_token() -> str:
     return token
 
 
+@contextmanager
+def request_deadline(seconds: float):
+    """Every request huggingface_hub sends in the block (create, info, preupload, commit, ...) waits at most
+    `seconds` to connect and for each read and write. Set on the request itself, because huggingface_hub
+    passes `timeout=None` (wait forever) explicitly on some calls, which would override a client default."""
+    import httpx2
+    from huggingface_hub.utils import get_session
+
+    timeout = httpx2.Timeout(seconds).as_dict()
+
+    def hook(request):
+        request.extensions["timeout"] = timeout
+
+    hooks = get_session().event_hooks["request"]
+    hooks.append(hook)
+    try:
+        yield
+    finally:
+        hooks.remove(hook)
+
+
+def failure(err: Exception, step: str, endpoint: str, timeout: float, token: str) -> PushError:
+    import httpx2
+
+    if isinstance(err, httpx2.TimeoutException):
+        return PushError(f"push failed while {step}: {endpoint} did not answer within hub.timeout={timeout:g} s "
+                         f"({type(err).__name__}); check the network (and HF_ENDPOINT), or raise hub.timeout")
+    reason = f"{type(err).__name__}: {err}".replace(token, "<token>")
+    return PushError(f"push failed while {step}: {reason}")
+
+
 def upload(cfg, staging: Path, message: str, token: str):
     """Create the repo (or find it), refuse to publish privately-meant files into a public repo, upload."""
     from huggingface_hub import HfApi
@@ -140,23 +173,23 @@ def upload(cfg, staging: Path, message: str, token: str):
     api = HfApi(token=token)
     step = f"creating {cfg.hub.repo_id}"
     try:
-        url = api.create_repo(cfg.hub.repo_id, private=cfg.hub.private, repo_type="model", exist_ok=True)
-        step = f"reading the visibility of {cfg.hub.repo_id}"
-        private = api.model_info(cfg.hub.repo_id).private
-        if cfg.hub.private and not private:
-            raise PushError(f"{cfg.hub.repo_id} already exists and is public, but hub.private=true: make it "
-                            "private on the Hub, or pass hub.private=false to publish there")
-        if private and not cfg.hub.private:
-            log.warning("%s already exists and is private; it stays private (change it on the Hub)",
-                        cfg.hub.repo_id)
-        step = f"uploading {staging} to {cfg.hub.repo_id}"
-        commit = api.upload_folder(repo_id=cfg.hub.repo_id, folder_path=staging, repo_type="model",
-                                   commit_message=message)
+        with request_deadline(cfg.hub.timeout):
+            url = api.create_repo(cfg.hub.repo_id, private=cfg.hub.private, repo_type="model", exist_ok=True)
+            step = f"reading the visibility of {cfg.hub.repo_id}"
+            private = api.model_info(cfg.hub.repo_id).private
+            if cfg.hub.private and not private:
+                raise PushError(f"{cfg.hub.repo_id} already exists and is public, but hub.private=true: make it "
+                                "private on the Hub, or pass hub.private=false to publish there")
+            if private and not cfg.hub.private:
+                log.warning("%s already exists and is private; it stays private (change it on the Hub)",
+                            cfg.hub.repo_id)
+            step = f"uploading {staging} to {cfg.hub.repo_id}"
+            commit = api.upload_folder(repo_id=cfg.hub.repo_id, folder_path=staging, repo_type="model",
+                                       commit_message=message)
     except PushError:
         raise
-    except Exception as err:
-        reason = f"{type(err).__name__}: {err}".replace(token, "<token>")
-        raise PushError(f"push failed while {step}: {reason}") from None  # the cause's text may quote headers
+    except Exception as err:  # noqa: BLE001 - any failure of the Hub client becomes one PushError
+        raise failure(err, step, api.endpoint, cfg.hub.timeout, token) from None  # its text may quote headers
     return str(url), commit, private
 
 

@@ -18,7 +18,6 @@ from lora_llava.models.load import PICKLE_SUFFIXES, check_adapter_source, descri
 log = logging.getLogger("lora_llava")
 
 
-
 def find_metrics(cfg, ctx) -> dict | None:
     """This run's metrics, else the eval/metrics.json of this run or of the run the adapter came from."""
     if ctx.metrics:
@@ -37,9 +36,11 @@ def assemble_adapter(cfg, src: Path, out_dir: Path) -> Path:
     """Copy an existing adapter into `out_dir`, leaving out trainer state and pickles (listed in the log),
     adding the processor when the source has none, then the base description and a fresh card."""
     from lora_llava.models.load import load_processor
+    from lora_llava.rundir import check_adapter_target
 
     src, out_dir = Path(src), Path(out_dir)
     check_adapter_source(src)
+    check_adapter_target(cfg, out_dir.parent)  # never over another run's adapter
     out_dir.mkdir(parents=True, exist_ok=True)
     if src.resolve() == out_dir.resolve():
         describe_base_in_config(out_dir, cfg)
@@ -78,7 +79,16 @@ def export_stage(cfg, ctx) -> None:
     write_model_card(adapter_dir, cfg, metrics)
     log.info("adapter folder: %s", adapter_dir)
     if cfg.export.merge:
+        from lora_llava.errors import disk_full_message
         from lora_llava.export.merge import merge_and_save
+        from lora_llava.rundir import swap_in
 
-        ctx.extra["verification"] = merge_and_save(cfg, adapter_dir, ctx.run_dir / "merged")
-        write_model_card(ctx.run_dir / "merged", cfg, metrics, merged=True)
+        # Written and verified in a fresh folder, then swapped in: an earlier merged/ is never mixed with new
+        # shards, and a failed export leaves it as it was (the failed attempt stays in .merged-incomplete/).
+        staging = ctx.run_dir / ".merged-incomplete"
+        shutil.rmtree(staging, ignore_errors=True)
+        with disk_full_message("writing the merged model", ctx.run_dir, cleanup=staging):
+            ctx.extra["verification"] = merge_and_save(cfg, adapter_dir, staging)
+            write_model_card(staging, cfg, metrics, merged=True)
+        swap_in(staging, ctx.run_dir / "merged")
+        log.info("merged model: %s", ctx.run_dir / "merged")

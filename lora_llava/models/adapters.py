@@ -145,7 +145,9 @@ def optimizer_param_groups(model, learning_rate: float, projector_learning_rate:
     for name, param in model.named_parameters():
         if param.requires_grad:
             (projector if PROJECTOR in name else adapters).append(param)
-    groups = [{"params": adapters, "lr": learning_rate, "weight_decay": weight_decay}]
+    # Named, so that a resume with a new rate for one of them finds it (lora_llava/train/resume.py).
+    groups = [{"name": "adapters", "params": adapters, "lr": learning_rate, "weight_decay": weight_decay}]
     if projector:
-        groups.append({"params": projector, "lr": projector_learning_rate, "weight_decay": weight_decay})
+        groups.append({"name": "projector", "params": projector, "lr": projector_learning_rate,
+                       "weight_decay": weight_decay})
     return groups

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from lora_llava.errors import UserError, disk_full_message
 from lora_llava.models.quant import build_quant_config
 
 log = logging.getLogger("lora_llava")
@@ -26,12 +27,27 @@ def resolve_dtype(name: str) -> torch.dtype:
     return torch.float32
 
 
+class ModelPathError(UserError):
+    """model.path names a local folder that is not there."""
+
+
+def looks_local(path: str) -> bool:
+    """A Hub id is `name` or `org/name`; anything else (absolute, ./, ~, deeper paths) is a local folder."""
+    return path.startswith(("/", "./", "../", "~", ".\\")) or path.count("/") > 1 or "\\" in path
+
+
 def checkpoint_path(model_cfg) -> str:
     if model_cfg.path == "tiny":
         from lora_llava.models.tiny import tiny_checkpoint
 
         return str(tiny_checkpoint(model_cfg.seed))
-    return model_cfg.path
+    path = model_cfg.path
+    if looks_local(path) and not Path(path).expanduser().is_dir():
+        # Else transformers would take it for a Hub id and answer with a download error.
+        raise ModelPathError(f"model.path={path}: no such folder{' (it is a file)' if Path(path).is_file() else ''}; "
+                             "point it at a local model folder (with config.json) or a Hub id such as "
+                             "llava-hf/llava-1.5-7b-hf")
+    return str(Path(path).expanduser()) if looks_local(path) else path
 
 
 def _device_map():
@@ -97,10 +113,13 @@ def describe_base_in_config(out_dir: Path, cfg) -> None:
 def save_adapter(model, processor, out_dir: Path, cfg, metrics: dict | None = None) -> Path:
     """adapter_config.json + adapter_model.safetensors (LoRA and the trained projector) + processor + card."""
     from lora_llava.models.card import write_model_card
+    from lora_llava.models.fingerprint import save_fingerprint
 
     out_dir = Path(out_dir)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    processor.save_pretrained(out_dir)
+    with disk_full_message("saving the adapter", out_dir.parent):
+        model.save_pretrained(out_dir, safe_serialization=True)
+        processor.save_pretrained(out_dir)
+        save_fingerprint(model, out_dir)  # compared whenever the adapter is loaded again
     describe_base_in_config(out_dir, cfg)
     write_model_card(out_dir, cfg, metrics)
     return out_dir
@@ -120,12 +139,19 @@ def check_adapter_source(src: Path) -> None:
 
 def load_adapted(cfg, adapter: str | None):
     """The base model with `adapter` applied (or the bare model.path when no adapter is given)."""
-    from peft import PeftModel
-
-
     model, processor = build_model_and_processor(cfg.model, cfg.quant)
     if adapter is None:
         log.warning("no adapter given: evaluating %s as it is", cfg.model.path)
         return model, processor
+    return apply_saved_adapter(model, adapter, cfg.model), processor
+
+
+def apply_saved_adapter(base, adapter, model_cfg):
+    """PeftModel.from_pretrained, after checking the folder and that `base` is the base it was trained on."""
+    from peft import PeftModel
+
+    from lora_llava.models.fingerprint import check_base
+
     check_adapter_source(Path(adapter))
-    return PeftModel.from_pretrained(model, adapter), processor
+    check_base(base, Path(adapter), model_cfg.path, model_cfg.base_check)
+    return PeftModel.from_pretrained(base, str(adapter))

@@ -165,14 +165,60 @@ def check_finite(what: str, value, step: int, sample_ids: list[str], checkpoints
     number = float(value) if value is not None else 0.0
     if math.isfinite(number):
         return
-    saved = last_good(checkpoints_dir)
     shown = ", ".join(sample_ids[:32]) + (f" and {len(sample_ids) - 32} more" if len(sample_ids) > 32 else "")
-    then = (f"then resume from {saved} with train.resume=auto" if saved else
-            "no checkpoint was saved before this step, so the run starts over")
     raise TrainingDiverged(
         f"training stopped at step {step}{f' on rank {rank}' if rank else ''}: the {what} is {number} for the "
-        f"batch of samples [{shown}]. Last good checkpoint: {saved or 'none'}. Check those samples (images, "
-        f"answers) or lower train.learning_rate, {then}.")
+        f"batch of samples [{shown}]. Check those samples (images, answers); if they are fine, the learning "
+        f"rate is too high. {continue_advice(checkpoints_dir, step)}")
+
+
+def continue_advice(checkpoints_dir: Path, step: int) -> str:
+    """How to go on after step `step` went wrong. The weights saved after step - 1 are the ones that gave the
+    bad result, so the checkpoint to trust with a lower rate is the newest one at step - 2 or earlier."""
+    good, latest = last_good(checkpoints_dir, before=step - 2), last_good(checkpoints_dir)
+    if good is None:
+        advice = ("No checkpoint before the weights that gave this result is kept: start over with a lower "
+                  "train.learning_rate (add train.overwrite=true to reuse this run directory).")
+    else:
+        advice = (f"Last good checkpoint: {good}. To continue from it at a lower rate, add `train.resume={good} "
+                  f"train.learning_rate=LOWER train.resume_changes=[learning_rate]` to the command that started "
+                  f"this run (with its hydra.run.dir).")
+    if latest is not None and latest != good:
+        advice += (f" {latest.name} holds the weights that met this batch: resume from it (train.resume=auto) "
+                   "only when the samples were at fault and are fixed.")
+    return advice
+
+
+class NotLearning(RuntimeError):
+    """Optimizer steps that change nothing, or a loss that stays at uniform guessing."""
+
+
+class LearningCheck:
+    """Stops a run that is not learning: `patience` optimizer steps in a row with a gradient norm of exactly 0,
+    or with a loss within 1% of ln(vocab), the loss of a uniform guess over the vocabulary. A random tiny model
+    starts above that value and crosses it in a step or two, so a model that learns never sits there."""
+
+    def __init__(self, vocab_size: int, patience: int):
+        self.uniform, self.patience = math.log(vocab_size), patience
+        self.zero_steps = self.uniform_steps = 0
+
+    def step(self, step: int, loss: float, grad_norm, device) -> None:
+        zero = grad_norm is not None and float(grad_norm) == 0.0
+        self.zero_steps = self.zero_steps + 1 if any_process(zero, device) else 0
+        uniform = abs(loss - self.uniform) <= 0.01 * self.uniform
+        self.uniform_steps = self.uniform_steps + 1 if any_process(uniform, device) else 0
+        if self.zero_steps >= self.patience:
+            raise NotLearning(
+                f"training stopped at step {step}: the gradient norm has been exactly 0 for {self.zero_steps} "
+                "steps in a row, so the adapters do not change. Check that the adapters are trainable "
+                "(peft.target_modules match the model's layers) and that the answers are supervised "
+                "(train.not_learning_steps=0 turns this check off).")
+        if self.uniform_steps >= self.patience:
+            raise NotLearning(
+                f"training stopped at step {step}: the loss has stayed at {loss:.4f}, within 1% of ln(vocabulary "
+                f"size) = {self.uniform:.4f} (a uniform guess over every token), for {self.uniform_steps} steps "
+                "in a row: the model predicts nothing. Check the base weights (model.path) and the labels "
+                "(train.not_learning_steps=0 turns this check off).")
 
 
 class DivergenceWatch:

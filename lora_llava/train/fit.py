@@ -9,19 +9,31 @@ from pathlib import Path
 from lora_llava.distributed import is_main_process
 from lora_llava.train.callbacks import Preemption, TrainLog, check_supervised
 from lora_llava.train.checkpoints import resolve_resume
+from lora_llava.train.resume import check_resume_config
 
 log = logging.getLogger("lora_llava")
 
 
-def fit(trainer, cfg, run_dir: Path):
-    """Train with `trainer` (an LlavaSFTTrainer) per `cfg.train`; SystemExit(128 + signal) after a preemption."""
+def plan_resume(cfg, run_dir: Path) -> tuple[str | None, dict]:
+    """(checkpoint to resume from or None, the allowed config changes): decided before any weights load, so a
+    resume that would be refused costs nothing."""
+    resume = resolve_resume(cfg.train.resume, Path(run_dir) / "checkpoints")
+    return resume, (check_resume_config(cfg, Path(resume)) if resume else {})
+
+
+def fit(trainer, cfg, run_dir: Path, resume: tuple[str | None, dict] | None = None):
+    """Train with `trainer` (an LlavaSFTTrainer) per `cfg.train`; SystemExit(128 + signal) after a preemption.
+    `resume` is plan_resume()'s answer (worked out here when not given)."""
     run_dir = Path(run_dir)
     checkpoints_dir = Path(trainer.args.output_dir)
     check_supervised(trainer.data_collator, trainer.train_dataset)
     trainer.add_callback(TrainLog(run_dir / "logs", trainer.sample_ids_seen))
     preemption = Preemption()
     trainer.add_callback(preemption)
-    resume = resolve_resume(cfg.train.resume, checkpoints_dir)
+    resume, trainer.resume_changes = resume or plan_resume(cfg, run_dir)
+    if resume and is_main_process():
+        changes = {k: {"from": old, "to": new} for k, (old, new) in trainer.resume_changes.items()}
+        TrainLog(run_dir / "logs").write({"event": "resume", "checkpoint": resume, "changes": changes})
     with preemption.installed():
         trainer.train(resume_from_checkpoint=resume)
     trainer.divergence.check(checkpoints_dir, trainer.args.process_index)  # whatever the last steps left unread

@@ -80,6 +80,7 @@ def build_sft_config(train_cfg, run_dir: Path, dtype: torch.dtype, has_eval: boo
 
 
 def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dtype):
+    from lora_llava.train.resume import training_config
     from lora_llava.train.trainer import LlavaSFTTrainer
 
     eval_samples = splits.get(cfg.data.eval_split) if cfg.data.eval_split else None
@@ -103,6 +104,8 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
         group_by_modality_length=cfg.train.group_by_modality_length,
         length_group_window=cfg.train.length_group_window,
         supervised_logits_only=cfg.train.supervised_logits_only,
+        run_config=training_config(cfg),  # saved in each checkpoint; a resume compares against it
+        not_learning_steps=cfg.train.not_learning_steps,
     )
 
 
@@ -118,11 +121,12 @@ def train(cfg, run_dir: Path):
     from transformers import set_seed
 
     from lora_llava.train.callbacks import check_trackers
-    from lora_llava.train.fit import fit
+    from lora_llava.train.fit import fit, plan_resume
 
     run_dir = Path(run_dir)
     check_trackers(cfg.train.report_to)  # before the model loads: a tracker only when named and installed
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
+    resume = plan_resume(cfg, run_dir)  # a resume with refused config changes stops here, before any loading
     # Data first, with the processor alone: a bad sample stops the run before any weights load.
     processor = load_processor(cfg.model)
     splits = prepare_splits(cfg, processor, run_dir)
@@ -136,7 +140,7 @@ def train(cfg, run_dir: Path):
     if cfg.train.compile:
         compile_language_model(model)
     trainer = build_trainer(cfg, model, processor, splits, run_dir, dtype)
-    fit(trainer, cfg, run_dir)  # resume, preemption, logs, fail-fast (lora_llava/fit.py)
+    fit(trainer, cfg, run_dir, resume)  # resume, preemption, logs, fail-fast (lora_llava/fit.py)
     return trainer.model, processor
 
 

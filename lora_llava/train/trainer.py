@@ -18,7 +18,8 @@ class LlavaSFTTrainer(SFTTrainer):
     `supervised_logits_only`: lm_head only on positions whose next token is a label (lora_llava/loss.py)."""
 
     def __init__(self, *args, group_by_modality_length: bool = False, length_group_window: int = 1,
-                 supervised_logits_only: bool = False,
+                 supervised_logits_only: bool = False, run_config: dict | None = None,
+                 not_learning_steps: int = 0,
                  projector_learning_rate: float | None = None, **kwargs):
         self.group_by_modality_length, self.length_group_window = group_by_modality_length, length_group_window
         self.supervised_logits_only = supervised_logits_only
@@ -28,7 +29,17 @@ class LlavaSFTTrainer(SFTTrainer):
         self._pending_tokens = None  # non-padding tokens since the last log, a device tensor
         self.divergence = DivergenceWatch()
         self.projector_learning_rate = projector_learning_rate
+        self.run_config = run_config  # saved in every checkpoint, compared on resume (lora_llava/train/resume.py)
+        self.resume_changes: dict = {}  # set by fit(): settings that differ from the checkpoint's, allowed
+        self.applied_changes: list[dict] = []
+        self._step_loss = None  # this optimizer step's loss so far (a device scalar), for the learning check
+        self._learning_pending: list[tuple] = []  # (step, loss, grad norm) since the last read-back
         super().__init__(*args, **kwargs)
+        from lora_llava.train.callbacks import LearningCheck
+
+        # From the config: under ZeRO-3 a sharded weight can look empty.
+        vocab = self.model.config.get_text_config().vocab_size
+        self.learning_check = LearningCheck(vocab, not_learning_steps) if not_learning_steps > 0 else None
         self._keep_trainable_fp32()
 
     def _keep_trainable_fp32(self):
@@ -125,6 +136,8 @@ class LlavaSFTTrainer(SFTTrainer):
         self.sample_ids_seen.update((int(self.state.epoch or 0), i) for i in ids)
         loss = super().training_step(model, inputs, num_items_in_batch)
         self.divergence.add("loss", loss, step, ids)
+        # Micro-batch losses are scaled for accumulation: their sum over a step is the step's loss (kept on the device).
+        self._step_loss = loss.detach() if self._step_loss is None else self._step_loss + loss.detach()
         return loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -137,6 +150,9 @@ class LlavaSFTTrainer(SFTTrainer):
         # Trainer only hides a non-finite loss in its logs; we stop, but check on the device (see _maybe_log_save_evaluate).
         grad_norm = super()._get_grad_norm(model, grad_norm)
         self.divergence.add("gradient norm", grad_norm, self.state.global_step + 1, self._step_ids[1])
+        if self.learning_check is not None:
+            self._learning_pending.append((self.state.global_step + 1, self._step_loss, grad_norm))
+        self._step_loss = None
         return grad_norm
 
     def _maybe_log_save_evaluate(self, *args, **kwargs):
@@ -145,14 +161,27 @@ class LlavaSFTTrainer(SFTTrainer):
         control = self.control
         if control.should_log or control.should_save or control.should_evaluate or control.should_training_stop:
             self.divergence.check(self.args.output_dir, self.args.process_index)
+            self._check_learning()
         return super()._maybe_log_save_evaluate(*args, **kwargs)
+
+    def _check_learning(self):
+        # Read back with the divergence check, at logging/saving steps only: no host sync per step.
+        if self.learning_check is None:
+            return
+        pending, self._learning_pending = self._learning_pending, []
+        for step, loss, grad_norm in pending:
+            loss = float("nan") if loss is None else float(loss)
+            self.learning_check.step(step, loss, None if grad_norm is None else float(grad_norm), self.args.device)
 
     def _save_checkpoint(self, model, trial):
         # Written under a temporary name and renamed when complete, so a kill mid-write never leaves a
         # `checkpoint-N` that resume would trust (lora_llava/checkpoints.py).
         from pathlib import Path
 
+        from lora_llava.errors import disk_full_message
+        from lora_llava.models.fingerprint import save_fingerprint
         from lora_llava.train.checkpoints import commit, rotate, staging_root
+        from lora_llava.train.resume import save_config
 
         step, root = self.state.global_step, Path(self.args.output_dir)
         staging = staging_root(root, step)
@@ -161,7 +190,11 @@ class LlavaSFTTrainer(SFTTrainer):
         self.accelerator.wait_for_everyone()
         self._staging = str(staging)
         try:
-            super()._save_checkpoint(model, trial)
+            with disk_full_message(f"writing checkpoint-{step}", root, cleanup=staging):
+                super()._save_checkpoint(model, trial)
+                if self.is_world_process_zero() and self.run_config is not None:
+                    save_config(self.run_config, staging / f"checkpoint-{step}")
+                    save_fingerprint(self.model, staging / f"checkpoint-{step}")  # for adapter=checkpoint-N
         finally:
             self._staging = None
         self.accelerator.wait_for_everyone()  # every rank's RNG state is in before the rename
@@ -169,6 +202,14 @@ class LlavaSFTTrainer(SFTTrainer):
             commit(staging / f"checkpoint-{step}", root / f"checkpoint-{step}", step, self.args.world_size)
             rotate(root, self.args.save_total_limit)
         self.accelerator.wait_for_everyone()
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        # The states come back with the checkpoint's learning rates; train.resume_changes may name new ones.
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint and self.resume_changes:
+            from lora_llava.train.resume import apply_learning_rates
+
+            self.applied_changes = apply_learning_rates(self.optimizer, self.lr_scheduler, self.resume_changes)
 
     def _get_output_dir(self, trial):
         return self._staging or super()._get_output_dir(trial)

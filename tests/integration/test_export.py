@@ -107,12 +107,33 @@ def test_merged_folder_has_a_card_and_the_adapter_card_has_the_eval(merged_run, 
     assert f"| accuracy | {accuracy:.4f} |" in adapter_card.text
 
 
-def test_merge_check_fails_above_tolerance(trained_smoke, tmp_path):
-    cfg = smoke_config("stages=[export]", f"adapter={trained_smoke.run_dir / 'adapter'}", "export.merge=true",
-                       "export.dtype=float32", "export.tolerance=1e-12")
+def test_a_failed_merge_check_leaves_the_earlier_merged_folder_untouched(trained_smoke, tmp_path):
+    cfg = smoke_config(*cfg_overrides(trained_smoke))
+    run(smoke_config(*[o for o in cfg_overrides(trained_smoke) if "tolerance" not in o]), tmp_path)
+    earlier = {p.name: p.read_bytes() for p in (tmp_path / "merged").iterdir()}
     with pytest.raises(RuntimeError, match="merged model check failed.*export.tolerance"):
         run(cfg, tmp_path)
-    assert json.loads((tmp_path / "merged" / "verification.json").read_text())["passed"] is False
+    # The failed export is left in its own folder for a look; the earlier merged/ is untouched, never mixed.
+    assert json.loads((tmp_path / ".merged-incomplete" / "verification.json").read_text())["passed"] is False
+    assert {p.name: p.read_bytes() for p in (tmp_path / "merged").iterdir()} == earlier
+    assert json.loads(earlier["verification.json"])["passed"] is True
+
+
+def cfg_overrides(trained_smoke):
+    return ["stages=[export]", f"adapter={trained_smoke.run_dir / 'adapter'}", "export.merge=true",
+            "export.dtype=float32", "export.tolerance=1e-12"]
+
+
+def test_export_never_writes_over_another_runs_adapter(trained_smoke, tmp_path):
+    from lora_llava.rundir import RunDirError
+
+    other = tmp_path / "other" / "adapter"
+    other.mkdir(parents=True)
+    (other / "adapter_config.json").write_text("{}")
+    (other / "adapter_model.safetensors").write_bytes(b"another run's weights")
+    with pytest.raises(RunDirError, match="already holds an adapter"):
+        run(smoke_config("stages=[export]", f"adapter={trained_smoke.run_dir / 'adapter'}"), tmp_path / "other")
+    assert (other / "adapter_model.safetensors").read_bytes() == b"another run's weights"
 
 
 def qlora_adapter(cfg, out_dir):

@@ -204,3 +204,76 @@ def test_push_of_the_merged_model_sends_merged_folder(hub, adapter_dir, tmp_path
     assert {"config.json", "generation_config.json", "verification.json", "README.md"} <= set(sent)
     assert json.loads(files["verification.json"])["passed"] is True
     assert "Upload merged model" in hub.commits[0]["summary"]
+
+
+@pytest.fixture
+def silent_hub(monkeypatch, tmp_path):
+    """A local TCP listener that accepts every connection and never answers, as huggingface_hub's endpoint
+    (what HF_ENDPOINT sets), reached through huggingface_hub's real HTTP client."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held, stop = [], threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])  # kept open, never read, never answered
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no_login" / "token"))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    set_client_factory(default_client_factory)
+    from huggingface_hub import HfApi  # noqa: F401 - imported here, so its import time is not counted below
+
+    yield endpoint, held
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_a_hub_that_never_answers_ends_within_hub_timeout(silent_hub, adapter_dir, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from lora_llava.export import publish
+
+    endpoint, held = silent_hub
+    timed, upload = {}, publish.upload
+
+    def timed_upload(*args, **kwargs):
+        start = time.monotonic()
+        try:
+            return upload(*args, **kwargs)
+        finally:
+            timed["seconds"] = time.monotonic() - start
+
+    monkeypatch.setattr(publish, "upload", timed_upload)
+    outcome = {}
+
+    def push():
+        try:
+            run(push_config(adapter_dir, "hub.timeout=1.5"), tmp_path)
+        except Exception as err:  # noqa: BLE001 - inspected below
+            outcome["error"] = err
+
+    worker = threading.Thread(target=push, daemon=True)  # a hang fails the test instead of blocking the suite
+    worker.start()
+    worker.join(timeout=180)
+    assert not worker.is_alive(), "the push never returned"
+    assert held, "the listener was reached"
+    assert 1.5 <= timed["seconds"] < 1.5 + 2.5, timed  # one request, timed out; the rest is a loaded machine
+    error = outcome["error"]
+    assert isinstance(error, PushError)
+    assert f"while creating {REPO}: {endpoint} did not answer within hub.timeout=1.5 s" in str(error)
+    assert "raise hub.timeout" in str(error) and TOKEN not in str(error)

@@ -22,7 +22,16 @@ from lora_llava.train.callbacks import (
     check_trackers,
     plot_losses,
 )
-from lora_llava.train.checkpoints import MANIFEST, commit, problem, resolve_resume, rotate, scan, staging_root
+from lora_llava.train.checkpoints import (
+    MANIFEST,
+    CheckpointError,
+    commit,
+    problem,
+    resolve_resume,
+    rotate,
+    scan,
+    staging_root,
+)
 
 FILES = {"trainer_state.json": b"{}", "adapter_model.safetensors": b"x" * 100, "optimizer.pt": b"o" * 50,
          "scheduler.pt": b"s", "rng_state.pth": b"r" * 10}
@@ -75,20 +84,74 @@ def test_resume_auto_without_a_checkpoint_starts_from_scratch(tmp_path, caplog):
 
 
 def test_resume_path_must_be_a_usable_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train.resume=.*nope"):
+    with pytest.raises(CheckpointError, match="train.resume=.*nope"):
         resolve_resume(str(tmp_path / "nope"), tmp_path)
     partial = tmp_path / "checkpoint-5"
     partial.mkdir()
     (partial / "adapter_model.safetensors").write_text("x")
     with pytest.raises(ValueError, match="cannot resume from it: trainer_state.json missing"):
         resolve_resume(str(partial), tmp_path)
-    (partial / "trainer_state.json").write_text("{}")  # no manifest (plain transformers): accepted as it is
+    (partial / "trainer_state.json").write_text("{}")  # no manifest (plain transformers): its files must load
+    with pytest.raises(ValueError, match="adapter_model.safetensors does not load"):
+        resolve_resume(str(partial), tmp_path)
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(2)}, partial / "adapter_model.safetensors")
     assert resolve_resume(str(partial), tmp_path) == str(partial)
     sealed = _checkpoint(tmp_path, 6)
     (sealed / "optimizer.pt").write_bytes(b"")
     with pytest.raises(ValueError, match="optimizer.pt has 0 bytes"):
         resolve_resume(str(sealed), tmp_path)
     assert resolve_resume(str(_checkpoint(tmp_path, 9)), tmp_path).endswith("checkpoint-9")
+
+
+def _loadable_checkpoint(root, step):
+    """A checkpoint whose files are real safetensors / torch files, as the trainer writes them."""
+    import io
+
+    from safetensors.torch import save
+
+    buffer = io.BytesIO()
+    torch.save({"state": {0: {"exp_avg": torch.ones(64)}}}, buffer)
+    return _checkpoint(root, step, {"trainer_state.json": b"{}", "optimizer.pt": buffer.getvalue(),
+                                    "adapter_model.safetensors": save({"w": torch.arange(64.0)})})
+
+
+def _damage_in_place(path, at):
+    """Same size, other bytes: what a size check cannot see."""
+    data = bytearray(path.read_bytes())
+    data[at:at + 16] = bytes(255 - b for b in data[at:at + 16])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("with_hashes", [True, False])
+def test_a_checkpoint_damaged_in_place_is_skipped_for_the_one_before(tmp_path, caplog, with_hashes):
+    good = _loadable_checkpoint(tmp_path, 2)
+    damaged = _loadable_checkpoint(tmp_path, 4)
+    if not with_hashes:  # a manifest written before hashes were recorded: the files are loaded instead
+        manifest = json.loads((damaged / MANIFEST).read_text())
+        del manifest["sha256"]
+        (damaged / MANIFEST).write_text(json.dumps(manifest))
+    # With hashes any byte counts (here inside the tensor data); without, only damage that breaks loading shows.
+    optimizer = damaged / "optimizer.pt"
+    _damage_in_place(optimizer, optimizer.stat().st_size // 2 if with_hashes else 0)
+    assert problem(damaged) is None, "the size check alone passes it"
+    with caplog.at_level(logging.INFO, logger="lora_llava"):
+        assert resolve_resume("auto", tmp_path) == str(good)
+    assert f"skipping {damaged}: optimizer.pt" in caplog.text and "damaged" in caplog.text
+    assert f"resuming from {good}" in caplog.text
+    assert "weights_only" not in caplog.text, "never suggest loading a pickle unsafely"
+    with pytest.raises(CheckpointError, match="optimizer.pt .*damaged") as err:
+        resolve_resume(str(damaged), tmp_path)
+    assert "weights_only" not in str(err.value)
+
+
+def test_resuming_from_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path, caplog):
+    older = _checkpoint(tmp_path, 2)
+    _checkpoint(tmp_path, 4)
+    assert resolve_resume(str(older), tmp_path) == str(older)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["abandoned-checkpoint-4", "checkpoint-2"]
+    assert resolve_resume("auto", tmp_path) == str(older)
 
 
 def test_rotate_keeps_the_newest_complete_checkpoints(tmp_path):
@@ -110,10 +173,14 @@ def test_non_finite_values_stop_naming_step_samples_and_checkpoint(tmp_path):
         check_finite("gradient norm", torch.tensor(float("inf")), 12, ids, tmp_path / "none-yet")
     message = str(err.value)
     assert "step 12" in message and "gradient norm is inf" in message and "s0, s1" in message
-    assert "and 8 more" in message and "Last good checkpoint: none" in message
+    assert "and 8 more" in message and "No checkpoint before the weights that gave this result" in message
     saved = _checkpoint(tmp_path, 10)
-    with pytest.raises(TrainingDiverged, match=f"on rank 1: the loss is nan .*Last good checkpoint: {saved}"):
+    # The weights saved after step 10 are what gave step 11 its nan: only a checkpoint before them is trusted.
+    with pytest.raises(TrainingDiverged, match="on rank 1: the loss is nan .*No checkpoint before the weights.*checkpoint-10 holds the weights"):
         check_finite("loss", float("nan"), 11, ["x"], tmp_path, rank=1)
+    with pytest.raises(TrainingDiverged, match=f"Last good checkpoint: {saved}. .*train.resume={saved} "
+                                               r"train.learning_rate=LOWER train.resume_changes=\[learning_rate\]"):
+        check_finite("loss", float("nan"), 12, ["x"], tmp_path)
 
 
 class _StubCollator:
