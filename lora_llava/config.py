@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from lora_llava.errors import ConfigError
+
 STAGES = ("validate", "plan", "train", "eval", "export", "push")
 
 
@@ -24,6 +26,8 @@ class ModelConfig:
     attn_implementation: Optional[str] = "sdpa"
     license: Optional[str] = None  # for the model card; read from the checkpoint when known
     seed: int = 0  # tiny model only
+    # A projector folder written by an align run (<run>/projector): loaded into the base before adapters go on.
+    projector: Optional[str] = None
 
 
 @dataclass
@@ -40,7 +44,7 @@ class QuantConfig:
 
 @dataclass
 class PeftConfig:
-    method: str = "lora"
+    method: str = "lora"  # lora | none (no adapter: the projector alone trains, LLaVA's stage 1; recipe=align)
     r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -61,6 +65,7 @@ class SyntheticConfig:
     n_eval: int = 64
     image_size: int = 32
     seed: int = 0
+    task: str = "qa"  # qa: colour / place questions | caption: brief descriptions (LLaVA's pretraining form)
 
 
 @dataclass
@@ -214,7 +219,7 @@ def check_values(cfg) -> None:
     """Checks that need more than a type: choices among names. Raises ValueError naming the key."""
     choices = {
         "quant.method": ("none", "nf4", "int8"),
-        "peft.method": ("lora",),
+        "peft.method": ("lora", "none"),
         "peft.scope": ("language_model", "all"),
         "data.on_error": ("raise", "skip"),
         "data.image_placement": ("keep", "front"),
@@ -228,6 +233,10 @@ def check_values(cfg) -> None:
         value = cfg[group][name]
         if value not in allowed:
             raise ValueError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    if cfg.data.synthetic.task not in ("qa", "caption"):
+        raise ConfigError(f"data.synthetic.task={cfg.data.synthetic.task!r} is not one of qa, caption")
+    if cfg.peft.method == "none":
+        check_projector_only(cfg)
     for stage in cfg.stages:
         if stage not in STAGES:
             raise ValueError(f"stages: unknown stage {stage!r}; choose from {', '.join(STAGES)}")
@@ -235,6 +244,19 @@ def check_values(cfg) -> None:
         raise ValueError("model.trust_remote_code=true needs model.revision pinned to a commit")
     if "push" in cfg.stages and not cfg.hub.dry_run and not cfg.hub.repo_id:
         raise ValueError("stages has push but hub.repo_id is not set: pass hub.repo_id=ORG/NAME (or hub.dry_run=true)")
+
+
+def check_projector_only(cfg) -> None:
+    """peft.method=none trains the projector alone (recipe=align); settings that cannot work with it."""
+    if not cfg.peft.train_projector:
+        raise ConfigError("peft.method=none with peft.train_projector=false leaves nothing to train: "
+                          "set peft.train_projector=true (recipe=align does)")
+    if cfg.quant.method != "none":
+        raise ConfigError(f"peft.method=none with quant.method={cfg.quant.method}: a quantized base trains only "
+                          "through adapters; align the projector on the 16-bit base (quant=none)")
+    if "push" in cfg.stages and cfg.hub.what == "adapter":
+        raise ConfigError("peft.method=none (an align run) has no adapter to push: its output is <run>/projector; "
+                          "publish the base with that projector instead (export.merge=true hub.what=merged)")
 
 
 def config_dirs():

@@ -64,7 +64,7 @@ def count_parameters(config, quant_cfg, peft_cfg) -> ParamCounts:
     import torch
     from transformers import LlavaForConditionalGeneration
 
-    from lora_llava.models.adapters import PROJECTOR, target_regex
+    from lora_llava.models.adapters import is_projector, target_regex
 
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
@@ -76,11 +76,11 @@ def count_parameters(config, quant_cfg, peft_cfg) -> ParamCounts:
             continue
         if skip is not None and not any(part in name.split(".") for part in skip):
             quantizable += module.weight.numel()
-        if targets.match(name):
+        if targets.match(name) and peft_cfg.method != "none":  # none: an align run, the projector alone
             lora += peft_cfg.r * (module.in_features + module.out_features)
             lora += module.out_features if peft_cfg.use_dora else 0  # DoRA's magnitude vector
     total = sum(p.numel() for p in model.parameters())
-    projector = sum(p.numel() for n, p in model.named_parameters() if PROJECTOR in n)
+    projector = sum(p.numel() for n, p in model.named_parameters() if is_projector(n))
     text, vision = config.text_config, config.vision_config
     return ParamCounts(
         total=total, quantizable=quantizable, frozen_other=total - quantizable, lora=lora,

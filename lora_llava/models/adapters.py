@@ -9,6 +9,14 @@ from collections import Counter
 log = logging.getLogger("lora_llava")
 
 PROJECTOR = "multi_modal_projector"
+# What trains beside the adapters, and alone in an align run (peft.method=none). The one place that names the
+# family's projector module(s).
+PROJECTOR_NAMES = (PROJECTOR,)
+
+
+def is_projector(name: str) -> bool:
+    """A projector parameter, by its full name (in the bare base or under a peft wrapper)."""
+    return any(part in PROJECTOR_NAMES for part in name.split("."))
 
 
 def target_regex(target_modules, scope: str) -> str:
@@ -37,7 +45,8 @@ def build_lora_config(peft_cfg):
 
 
 def apply_adapters(model, peft_cfg, quantized: bool, gradient_checkpointing: bool):
-    """Freeze the base, add adapters, make the projector trainable (a saved copy, via modules_to_save)."""
+    """Freeze the base, add adapters, make the projector trainable (a saved copy, via modules_to_save). With
+    peft.method=none the bare base comes back with its projector alone trainable."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     for param in model.parameters():
@@ -50,16 +59,26 @@ def apply_adapters(model, peft_cfg, quantized: bool, gradient_checkpointing: boo
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    model = get_peft_model(model, build_lora_config(peft_cfg))
+    if peft_cfg.method == "none":
+        model = train_projector_only(model)
+    else:
+        model = get_peft_model(model, build_lora_config(peft_cfg))
     for group, count in trainable_by_group(model).items():
         log.info("trainable %-16s %12s parameters", group, f"{count:,}")
+    return model
+
+
+def train_projector_only(model):
+    """peft.method=none (LLaVA's stage 1): no adapter; the base's own projector trains, everything else frozen."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(is_projector(name))
     return model
 
 
 def module_group(name: str) -> str:
     if "vision_tower" in name:
         return "vision_tower"
-    if PROJECTOR in name:
+    if is_projector(name):
         return "projector"
     if "lora_" in name:
         return "lora"
@@ -79,8 +98,8 @@ def optimizer_param_groups(model, learning_rate: float, projector_learning_rate:
     adapters, projector = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (projector if PROJECTOR in name else adapters).append(param)
-    groups = [{"params": adapters, "lr": learning_rate, "weight_decay": weight_decay}]
+            (projector if is_projector(name) else adapters).append(param)
+    groups = [{"params": adapters, "lr": learning_rate, "weight_decay": weight_decay}] if adapters else []
     if projector:
         groups.append({"params": projector, "lr": projector_learning_rate, "weight_decay": weight_decay})
     return groups

@@ -1,0 +1,111 @@
+"""recipe=align (LLaVA's stage 1) on the tiny model: only the projector trains, the run saves it as projector/,
+and a later fine-tune (recipe=smoke model.projector=...) starts from it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lora_llava.config import compose
+from lora_llava.models.adapters import apply_adapters
+from lora_llava.models.load import build_model_and_processor
+from lora_llava.run import run
+
+# Small runs: 64 caption samples make 2 optimizer steps of 32 (the recipe's batch), the fine-tune 4 steps.
+ALIGN = ["train.report_to=[]", "data.synthetic.n_train=64", "data.synthetic.n_eval=8"]
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory):
+    return run(compose("align", ALIGN), tmp_path_factory.mktemp("align"))
+
+
+def test_align_trains_the_projector_alone(aligned):
+    trained = dict(aligned.model.named_parameters())
+    assert {n for n, p in trained.items() if p.requires_grad} == {n for n in trained if ".multi_modal_projector." in n}
+    cfg = compose("align", ALIGN)
+    base, _ = build_model_and_processor(cfg.model, cfg.quant)
+    after, before = aligned.model.state_dict(), base.state_dict()
+    assert after.keys() == before.keys()
+    frozen = [k for k in before if ".multi_modal_projector." not in k]
+    changed = [k for k in before if not torch.equal(after[k], before[k])]
+    assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)  # bit-identical tower and LM
+    assert sorted(changed) == sorted(set(before) - set(frozen))  # every projector tensor moved
+
+
+def test_align_run_saves_the_projector_not_an_adapter(aligned):
+    folder = aligned.run_dir / "projector"
+    assert aligned.extra["projector_dir"] == folder and aligned.adapter_dir is None
+    assert not (aligned.run_dir / "adapter").exists()
+    info = json.loads((folder / "projector.json").read_text())
+    weights = load_file(folder / "projector.safetensors")
+    assert info["base"] == "tiny (seed 0)" and info["shapes"] == {k: list(v.shape) for k, v in weights.items()}
+    state = aligned.model.state_dict()
+    assert weights and all(torch.equal(v, state[k]) for k, v in weights.items())
+    # checkpoints of an align run hold the projector, not a copy of the frozen base
+    checkpoint = next((aligned.run_dir / "checkpoints").glob("checkpoint-*"))
+    assert (checkpoint / "projector.safetensors").is_file() and not list(checkpoint.glob("model*.safetensors"))
+
+
+def test_a_fine_tune_starts_from_the_aligned_projector(aligned):
+    """Before training, the fine-tune's trainable projector copy is the aligned projector, not the base's."""
+    folder = aligned.run_dir / "projector"
+    cfg = compose("smoke", ["train.report_to=[]", f"model.projector={folder}"])
+    model, _ = build_model_and_processor(cfg.model, cfg.quant)
+    model = apply_adapters(model, cfg.peft, False, False)
+    saved = load_file(folder / "projector.safetensors")
+    start = {n: p for n, p in model.named_parameters() if p.requires_grad and "multi_modal_projector" in n}
+    assert len(start) == len(saved)
+    for name, tensor in saved.items():
+        suffix = name.split("multi_modal_projector.", 1)[1]
+        copy = next(p for n, p in start.items() if n.endswith(suffix))
+        assert torch.equal(copy, tensor)
+
+
+def test_align_then_fine_tune_end_to_end(aligned, tmp_path):
+    """The fine-tune trains from the aligned projector, saves an adapter, and evaluates and exports from it."""
+    folder = aligned.run_dir / "projector"
+    cfg = compose("smoke", ["train.report_to=[]", f"model.projector={folder}", "train.max_steps=4",
+                            "data.synthetic.n_train=64", "data.synthetic.n_eval=8", "train.eval_steps=null"])
+    ctx = run(cfg, tmp_path / "finetune")
+    assert (ctx.run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((ctx.run_dir / "eval" / "metrics.json").read_text())["n"] == 8
+    assert f"model.projector={folder}" in (ctx.run_dir / "adapter" / "README.md").read_text()
+    adapter = load_file(ctx.run_dir / "adapter" / "adapter_model.safetensors")
+    trained = {k.split("multi_modal_projector.", 1)[1].replace("modules_to_save.default.", ""): v
+               for k, v in adapter.items() if "multi_modal_projector" in k}
+    aligned_weights = {k.split("multi_modal_projector.", 1)[1]: v
+                       for k, v in load_file(folder / "projector.safetensors").items()}
+    assert trained.keys() == aligned_weights.keys()
+    assert any(not torch.equal(trained[k], aligned_weights[k]) for k in trained)  # and it trained on from there
+
+
+def test_export_of_an_align_run_writes_the_base_with_its_projector(aligned, tmp_path, capsys):
+    from transformers import LlavaForConditionalGeneration
+
+    cfg = compose("align", [*ALIGN, "stages=[export]", f"model.projector={aligned.run_dir / 'projector'}",
+                            "export.merge=true", "export.dtype=float32"])
+    ctx = run(cfg, tmp_path / "export")
+    assert "no adapter to export; the aligned projector is" in capsys.readouterr().out
+    assert ctx.extra["verification"]["passed"] is True
+    merged = LlavaForConditionalGeneration.from_pretrained(ctx.run_dir / "merged").state_dict()
+    expected = aligned.model.state_dict()
+    assert all(torch.equal(merged[k], expected[k]) for k in expected if "multi_modal_projector" in k)
+
+
+@pytest.mark.slow
+def test_readme_commands(tmp_path):
+    """README's two commands as written, in a temporary run directory: align, then the smoke fine-tune from it."""
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "lora_llava", *args], capture_output=True, text=True,
+                              timeout=600, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    cli("recipe=align", "hydra.run.dir=outputs/align")
+    assert (tmp_path / "outputs/align/projector/projector.safetensors").is_file()
+    out = cli("recipe=smoke", "model.projector=outputs/align/projector", "hydra.run.dir=outputs/smoke-aligned")
+    assert "held-out accuracy" in out
