@@ -241,8 +241,9 @@ def plan_stage(cfg, ctx) -> None:
     (ctx.run_dir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2))
     ctx.extra["plan"] = plan
     if not plan.fits:
-        log.warning("the plan does not fit %.0f GiB: lower train.batch_size (largest: %s), data.max_length, or "
-                    "use quant=nf4", plan.gpu_memory_gb, plan.largest_batch)
+        quant = "" if cfg.peft.method == "none" else ", or use quant=nf4"  # align runs need the 16-bit base
+        log.warning("the plan does not fit %.0f GiB: lower train.batch_size (largest: %s) or data.max_length%s",
+                    plan.gpu_memory_gb, plan.largest_batch, quant)
 
 
 def plan_before_training(cfg) -> bool:

@@ -66,21 +66,30 @@ def test_a_fine_tune_starts_from_the_aligned_projector(aligned):
 
 
 def test_align_then_fine_tune_end_to_end(aligned, tmp_path):
-    """The fine-tune trains from the aligned projector, saves an adapter, and evaluates and exports from it."""
+    """A fine-tune from the aligned projector trains, evaluates and saves an adapter; a later eval of that adapter
+    loads the aligned projector again. With peft.train_projector=false the aligned projector lives in the base
+    alone, so the later eval can only match the run's own answers if model.projector is loaded."""
+    from lora_llava.data import load_splits
+    from lora_llava.data.collate import Collator
+    from lora_llava.models.load import load_adapted
+
     folder = aligned.run_dir / "projector"
-    cfg = compose("smoke", ["train.report_to=[]", f"model.projector={folder}", "train.max_steps=4",
-                            "data.synthetic.n_train=64", "data.synthetic.n_eval=8", "train.eval_steps=null"])
-    ctx = run(cfg, tmp_path / "finetune")
-    assert (ctx.run_dir / "adapter" / "adapter_model.safetensors").is_file()
-    assert json.loads((ctx.run_dir / "eval" / "metrics.json").read_text())["n"] == 8
-    assert f"model.projector={folder}" in (ctx.run_dir / "adapter" / "README.md").read_text()
-    adapter = load_file(ctx.run_dir / "adapter" / "adapter_model.safetensors")
-    trained = {k.split("multi_modal_projector.", 1)[1].replace("modules_to_save.default.", ""): v
-               for k, v in adapter.items() if "multi_modal_projector" in k}
-    aligned_weights = {k.split("multi_modal_projector.", 1)[1]: v
-                       for k, v in load_file(folder / "projector.safetensors").items()}
-    assert trained.keys() == aligned_weights.keys()
-    assert any(not torch.equal(trained[k], aligned_weights[k]) for k in trained)  # and it trained on from there
+    overrides = ["train.report_to=[]", f"model.projector={folder}", "data.synthetic.n_train=64",
+                 "data.synthetic.n_eval=8", "peft.train_projector=false"]
+    ctx = run(compose("smoke", [*overrides, "train.max_steps=4", "train.eval_steps=null"]), tmp_path / "finetune")
+    adapter = ctx.run_dir / "adapter"
+    assert not [k for k in load_file(adapter / "adapter_model.safetensors") if "multi_modal_projector" in k]
+    assert f"model.projector={folder}" in (adapter / "README.md").read_text()
+    again = run(compose("smoke", [*overrides, "stages=[eval]", f"adapter={adapter}"]), tmp_path / "eval")
+    rows = [(tmp_path / d / "eval" / "predictions.jsonl").read_text() for d in ("finetune", "eval")]
+    assert again.metrics == ctx.metrics and again.metrics["n"] == 8 and rows[0] == rows[1]
+    # and the aligned projector is what made the difference: without it the same adapter sees other inputs
+    cfg = compose("smoke", overrides)
+    batch = Collator(again.processor)(load_splits(cfg.data)["test"][:4])
+    batch.pop("labels")
+    without, _ = load_adapted(compose("smoke", overrides[:1] + overrides[2:]), str(adapter))
+    with torch.no_grad():
+        assert not torch.allclose(again.model(**batch).logits, without(**batch).logits, atol=1e-4)
 
 
 def test_export_of_an_align_run_writes_the_base_with_its_projector(aligned, tmp_path, capsys):
@@ -96,6 +105,41 @@ def test_export_of_an_align_run_writes_the_base_with_its_projector(aligned, tmp_
     assert all(torch.equal(merged[k], expected[k]) for k in expected if "multi_modal_projector" in k)
 
 
+def write_captions(folder, n=24):
+    """A caption file in LLaVA's pretraining format (blip_laion_cc_sbu_558k.json) with its images."""
+    import random
+
+    from lora_llava.data.synthetic import COLORS, draw
+
+    (folder / "images").mkdir(parents=True)
+    records = []
+    for i, color in zip(range(n), list(COLORS) * n):
+        draw("square", color, "top left", 32, random.Random(i)).save(folder / "images" / f"{i:03d}.png")
+        instruction = "Give a brief description of the image." + ("\n<image>" if i % 2 else "")
+        records.append({"id": f"{i:09d}", "image": f"{i:03d}.png", "conversations": [
+            {"from": "human", "value": instruction if i % 2 else f"<image>\n{instruction}"},
+            {"from": "gpt", "value": f"a {color} square in the top left"}]})
+    (folder / "captions.json").write_text(json.dumps(records))
+    return folder / "captions.json", folder / "images"
+
+
+def test_a_teams_caption_file_trains_through_llava_json(tmp_path):
+    """data.source=llava_json reads LLaVA's pretraining captions; the caption (and EOS) is all that is supervised."""
+    from lora_llava.data.collate import IGNORE_INDEX, Collator
+    from lora_llava.models.load import load_processor
+    from lora_llava.train.stage import prepare_splits
+
+    path, images = write_captions(tmp_path)
+    cfg = compose("align", ["data.source=llava_json", f"data.path={path}", f"data.image_root={images}"])
+    processor = load_processor(cfg.model)
+    splits = prepare_splits(cfg, processor, tmp_path)
+    assert len(splits["train"]) + len(splits["validation"]) == 24
+    sample = splits["train"][0]
+    labels = Collator(processor, image_root=images)([sample])["labels"][0]
+    supervised = processor.tokenizer.decode(labels[labels != IGNORE_INDEX])
+    assert supervised.strip() == f"{sample.answer}{processor.tokenizer.eos_token}"
+
+
 @pytest.mark.slow
 def test_readme_commands(tmp_path):
     """README's two commands as written, in a temporary run directory: align, then the smoke fine-tune from it."""
@@ -109,3 +153,8 @@ def test_readme_commands(tmp_path):
     assert (tmp_path / "outputs/align/projector/projector.safetensors").is_file()
     out = cli("recipe=smoke", "model.projector=outputs/align/projector", "hydra.run.dir=outputs/smoke-aligned")
     assert "held-out accuracy" in out
+    # README's team command, with the tiny model substituted for model=llava-1.5-7b (no download here)
+    path, images = write_captions(tmp_path / "my")
+    cli("recipe=align", "model=tiny", "data.source=llava_json", f"data.path={path}", f"data.image_root={images}",
+        "hydra.run.dir=outputs/align-mine")
+    assert (tmp_path / "outputs/align-mine/projector/projector.json").is_file()
