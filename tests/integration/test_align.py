@@ -14,8 +14,8 @@ from lora_llava.models.adapters import apply_adapters
 from lora_llava.models.load import build_model_and_processor
 from lora_llava.run import run
 
-# Small runs: 64 caption samples make 2 optimizer steps of 32 (the recipe's batch), the fine-tune 4 steps.
-ALIGN = ["train.report_to=[]", "data.synthetic.n_train=64", "data.synthetic.n_eval=8"]
+# Small runs: 64 caption samples make 2 optimizer steps of 32 (the recipe's batch), each checkpointed.
+ALIGN = ["train.report_to=[]", "data.synthetic.n_train=64", "data.synthetic.n_eval=8", "train.save_steps=1"]
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,20 @@ def test_align_run_saves_the_projector_not_an_adapter(aligned):
     # checkpoints of an align run hold the projector, not a copy of the frozen base
     checkpoint = next((aligned.run_dir / "checkpoints").glob("checkpoint-*"))
     assert (checkpoint / "projector.safetensors").is_file() and not list(checkpoint.glob("model*.safetensors"))
+
+
+def test_align_resumes_from_its_projector_checkpoint(aligned, tmp_path):
+    """Resuming from step 1's checkpoint (projector and optimizer state only) ends where the whole run ended."""
+    first = aligned.run_dir / "checkpoints" / "checkpoint-1"
+    assert (first / "projector.safetensors").is_file() and (first / "optimizer.pt").is_file()
+    resumed = run(compose("align", [*ALIGN, f"train.resume={first}"]), tmp_path / "resumed")
+    assert [p.name for p in (resumed.run_dir / "checkpoints").glob("checkpoint-*")] == ["checkpoint-2"]  # step 2 only
+    expected = load_file(aligned.run_dir / "projector" / "projector.safetensors")
+    actual = load_file(resumed.run_dir / "projector" / "projector.safetensors")
+    assert expected.keys() == actual.keys()
+    assert all(torch.allclose(actual[k], expected[k], atol=1e-6) for k in expected)
+    fresh = load_file(first / "projector.safetensors")
+    assert any(not torch.equal(fresh[k], expected[k]) for k in expected)  # step 2 did change it
 
 
 def test_a_fine_tune_starts_from_the_aligned_projector(aligned):
