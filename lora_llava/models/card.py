@@ -112,10 +112,10 @@ def align_section(cfg) -> list[str]:
     """An align run (peft.method=none): the projector alone was trained, as in LLaVA's stage 1."""
     return ["## Training", "",
             f"- base model: {describe_base(cfg)}",
-            "- method: projector alignment (LLaVA's stage 1): the multimodal projector alone trained on "
-            "image-caption data; language model and vision tower frozen, no adapter",
-            f"- learning rate {cfg.train.projector_learning_rate:g}, {cfg.train.epochs:g} epoch(s), "
-            f"recipe `{cfg.recipe_name}`", ""]
+            ("- method: projector alignment (LLaVA's stage 1): the multimodal projector alone trained on "
+             "image-caption data; language model and vision tower frozen, no adapter"),
+            (f"- learning rate {cfg.train.projector_learning_rate:g}, {cfg.train.epochs:g} epoch(s), "
+             f"recipe `{cfg.recipe_name}`"), ""]
 
 
 def training_section(cfg) -> list[str]:
