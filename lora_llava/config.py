@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from lora_llava.errors import ConfigError
+
 STAGES = ("validate", "plan", "train", "eval", "export", "push")
 
 
@@ -26,6 +28,8 @@ class ModelConfig:
     seed: int = 0  # tiny model only
     # An adapter records a fingerprint of the base it was trained on; loading it onto another base: refuse | warn
     base_check: str = "refuse"
+    # A projector folder written by an align run (<run>/projector): loaded into the base before adapters go on.
+    projector: Optional[str] = None
 
 
 @dataclass
@@ -42,7 +46,7 @@ class QuantConfig:
 
 @dataclass
 class PeftConfig:
-    method: str = "lora"
+    method: str = "lora"  # lora | none (no adapter: the projector alone trains, LLaVA's stage 1; recipe=align)
     r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -63,6 +67,7 @@ class SyntheticConfig:
     n_eval: int = 64
     image_size: int = 32
     seed: int = 0
+    task: str = "qa"  # qa: colour / place questions | caption: brief descriptions (LLaVA's pretraining form)
 
 
 @dataclass
@@ -229,7 +234,7 @@ def check_values(cfg) -> None:
     """Checks that need more than a type: choices among names. Raises ValueError naming the key."""
     choices = {
         "quant.method": ("none", "nf4", "int8"),
-        "peft.method": ("lora",),
+        "peft.method": ("lora", "none"),
         "peft.scope": ("language_model", "all"),
         "data.on_error": ("raise", "skip"),
         "data.image_placement": ("keep", "front"),
@@ -244,6 +249,10 @@ def check_values(cfg) -> None:
         value = cfg[group][name]
         if value not in allowed:
             raise ValueError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    if cfg.data.synthetic.task not in ("qa", "caption"):
+        raise ConfigError(f"data.synthetic.task={cfg.data.synthetic.task!r} is not one of qa, caption")
+    if cfg.peft.method == "none":
+        check_projector_only(cfg)
     for stage in cfg.stages:
         if stage not in STAGES:
             raise ValueError(f"stages: unknown stage {stage!r}; choose from {', '.join(STAGES)}")
@@ -270,8 +279,6 @@ def check_levers(cfg) -> None:
     here with ConfigError naming the key, not at the first training step."""
     from importlib.util import find_spec
 
-    from lora_llava.errors import ConfigError
-
     attn = cfg.model.attn_implementation
     if attn is not None and attn not in ATTENTION:
         raise ConfigError(f"model.attn_implementation={attn!r} is not one of {', '.join(ATTENTION)} (or null)")
@@ -292,6 +299,17 @@ def check_levers(cfg) -> None:
                           "adamw_torch_fused, paged_adamw_8bit, adamw_8bit")
     if ("8bit" in optim or "paged" in optim) and find_spec("bitsandbytes") is None:
         raise ConfigError(f"train.optim={optim} needs bitsandbytes: pip install bitsandbytes")
+def check_projector_only(cfg) -> None:
+    """peft.method=none trains the projector alone (recipe=align); settings that cannot work with it."""
+    if not cfg.peft.train_projector:
+        raise ConfigError("peft.method=none with peft.train_projector=false leaves nothing to train: "
+                          "set peft.train_projector=true (recipe=align does)")
+    if cfg.quant.method != "none":
+        raise ConfigError(f"peft.method=none with quant.method={cfg.quant.method}: a quantized base trains only "
+                          "through adapters; align the projector on the 16-bit base (quant=none)")
+    if "push" in cfg.stages and cfg.hub.what == "adapter":
+        raise ConfigError("peft.method=none (an align run) has no adapter to push: its output is <run>/projector; "
+                          "publish the base with that projector instead (export.merge=true hub.what=merged)")
 
 
 def config_dirs():

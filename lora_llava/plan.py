@@ -67,7 +67,7 @@ def count_parameters(config, quant_cfg, peft_cfg) -> ParamCounts:
     import torch
     from transformers import LlavaForConditionalGeneration
 
-    from lora_llava.models.adapters import PROJECTOR, target_regex
+    from lora_llava.models.adapters import is_projector, target_regex
 
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
@@ -79,11 +79,11 @@ def count_parameters(config, quant_cfg, peft_cfg) -> ParamCounts:
             continue
         if skip is not None and not any(part in name.split(".") for part in skip):
             quantizable += module.weight.numel()
-        if targets.match(name):
+        if targets.match(name) and peft_cfg.method != "none":  # none: an align run, the projector alone
             lora += peft_cfg.r * (module.in_features + module.out_features)
             lora += module.out_features if peft_cfg.use_dora else 0  # DoRA's magnitude vector
     total = sum(p.numel() for p in model.parameters())
-    projector = sum(p.numel() for n, p in model.named_parameters() if PROJECTOR in n)
+    projector = sum(p.numel() for n, p in model.named_parameters() if is_projector(n))
     text, vision = config.text_config, config.vision_config
     return ParamCounts(
         total=total, quantizable=quantizable, frozen_other=total - quantizable, lora=lora,
@@ -297,8 +297,9 @@ def plan_stage(cfg, ctx) -> None:
     (ctx.run_dir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2))
     ctx.extra["plan"] = plan
     if not plan.fits:
-        log.warning("the plan does not fit %.0f GiB: lower train.batch_size (largest: %s), data.max_length, or "
-                    "use quant=nf4", plan.gpu_memory_gb, plan.largest_batch)
+        quant = "" if cfg.peft.method == "none" else ", or use quant=nf4"  # align runs need the 16-bit base
+        log.warning("the plan does not fit %.0f GiB: lower train.batch_size (largest: %s) or data.max_length%s",
+                    plan.gpu_memory_gb, plan.largest_batch, quant)
 
 
 def plan_before_training(cfg, samples=None, processor=None) -> bool:

@@ -16,6 +16,10 @@ COLORS = {
 SHAPES = ("circle", "square", "triangle")
 PLACES = ("top left", "top right", "bottom left", "bottom right")
 QUESTIONS = {"color": "What color is the shape?", "place": "Where is the shape?"}
+# Brief-description instructions in the manner of LLaVA's pretraining captions (blip_laion_cc_sbu_558k.json).
+CAPTION_INSTRUCTIONS = ("Give a brief description of the image.", "Describe the image concisely.",
+                        "Share a concise interpretation of the image provided.",
+                        "Write a terse but informative summary of the picture.")
 
 
 def draw(shape: str, color: str, place: str, size: int, rng: random.Random) -> Image.Image:
@@ -37,15 +41,26 @@ def draw(shape: str, color: str, place: str, size: int, rng: random.Random) -> I
     return image
 
 
-def make_samples(n: int, size: int, seed: int, prefix: str) -> list[Sample]:
+def question(shape: str, color: str, place: str, rng: random.Random) -> tuple[str, str, dict]:
+    """(user text, answer, meta) for a colour or place question."""
+    kind = rng.choice(list(QUESTIONS))
+    return QUESTIONS[kind], color if kind == "color" else place, {"question_type": kind, "image_only": True}
+
+
+def caption(shape: str, color: str, place: str, rng: random.Random) -> tuple[str, str, dict]:
+    """(instruction, caption, meta): a pretraining-style pair whose caption names everything drawn."""
+    return rng.choice(CAPTION_INSTRUCTIONS), f"a {color} {shape} in the {place}", {"image_only": True}
+
+
+def make_samples(n: int, size: int, seed: int, prefix: str, task: str = "qa") -> list[Sample]:
+    """`task`: qa (a colour or place question) or caption (a brief description, as in LLaVA's stage 1)."""
     rng = random.Random(seed)
+    write = caption if task == "caption" else question
     samples = []
     for i in range(n):
         shape, color, place = rng.choice(SHAPES), rng.choice(list(COLORS)), rng.choice(PLACES)
-        kind = rng.choice(list(QUESTIONS))
-        answer = color if kind == "color" else place
-        turns = [Turn("user", f"{IMAGE_PLACEHOLDER}\n{QUESTIONS[kind]}"), Turn("assistant", answer)]
-        meta = {"question_type": kind, "image_only": True}
+        text, answer, meta = write(shape, color, place, rng)
+        turns = [Turn("user", f"{IMAGE_PLACEHOLDER}\n{text}"), Turn("assistant", answer)]
         samples.append(Sample(f"{prefix}-{i}", turns, [draw(shape, color, place, size, rng)], meta))
     return samples
 
@@ -54,7 +69,7 @@ def load_synthetic(cfg) -> dict[str, list[Sample]]:
     """train / validation / test splits, each from its own seed so no image repeats across splits."""
     s = cfg.synthetic
     return {
-        "train": make_samples(s.n_train, s.image_size, s.seed, "train"),
-        "validation": make_samples(s.n_eval, s.image_size, s.seed + 1, "val"),
-        "test": make_samples(s.n_eval, s.image_size, s.seed + 2, "test"),
+        "train": make_samples(s.n_train, s.image_size, s.seed, "train", s.task),
+        "validation": make_samples(s.n_eval, s.image_size, s.seed + 1, "val", s.task),
+        "test": make_samples(s.n_eval, s.image_size, s.seed + 2, "test", s.task),
     }

@@ -118,6 +118,19 @@ def merge(cfg, adapter_dir: Path, dtype: torch.dtype):
     return merged, processor, batch, expected
 
 
+def with_projector(cfg, projector_dir: Path, dtype: torch.dtype):
+    """An align run's counterpart of merge(): the base with its projector loaded, as (model, processor, probe
+    batch, probe logits)."""
+    from omegaconf import OmegaConf
+
+    from lora_llava.models.load import build_model_and_processor
+
+    model_cfg = OmegaConf.merge(cfg.model, {"projector": str(projector_dir)})
+    model, processor = build_model_and_processor(model_cfg, None, dtype=dtype)
+    batch = probe_batch(processor)
+    return model, processor, batch, probe_logits(model, batch)
+
+
 def check_report(cfg, out_dir: Path, report: dict) -> None:
     (out_dir / "verification.json").write_text(json.dumps(report, indent=2) + "\n")
     if report["passed"] is False:
@@ -127,17 +140,20 @@ def check_report(cfg, out_dir: Path, report: dict) -> None:
             "(see verification.json; export.tolerance sets the limit)")
 
 
-def merge_and_save(cfg, adapter_dir: Path, out_dir: Path) -> dict:
-    """Merge `adapter_dir` into the base in export.dtype, save and verify `out_dir`; returns what
-    verification.json records."""
+def merge_and_save(cfg, adapter_dir: Path | None, out_dir: Path, projector_dir: Path | None = None) -> dict:
+    """Merge `adapter_dir` (or, for an align run, `projector_dir`) into the base in export.dtype, save and
+    verify `out_dir`; returns what verification.json records."""
     from lora_llava.models.card import base_model_id
 
     out_dir, dtype = Path(out_dir), getattr(torch, cfg.export.dtype)
-    merged, processor, batch, expected = merge(cfg, adapter_dir, dtype)
-    log.info("merged %s into %s (%s); saving %s", adapter_dir, cfg.model.path, cfg.export.dtype, out_dir)
+    source = Path(adapter_dir or projector_dir)
+    merged, processor, batch, expected = (merge(cfg, adapter_dir, dtype) if adapter_dir is not None
+                                          else with_projector(cfg, projector_dir, dtype))
+    log.info("merged %s into %s (%s); saving %s", source, cfg.model.path, cfg.export.dtype, out_dir)
     save_merged(merged, processor, out_dir, cfg.export.max_shard_size)
     report = {"dtype": cfg.export.dtype, "base": base_model_id(cfg) or Path(cfg.model.path).name,
-              "adapter": Path(adapter_dir).name, "trained_with_quant": cfg.quant.method,
+              "adapter" if adapter_dir is not None else "projector": source.name,
+              "trained_with_quant": cfg.quant.method,
               **leftover_layers(merged), "shards": sorted(p.name for p in out_dir.glob("*.safetensors"))}
     del merged  # one copy of the model in memory at a time: the reload below is the second
     gc.collect()

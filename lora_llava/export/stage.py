@@ -13,6 +13,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from lora_llava.errors import ConfigError
 from lora_llava.models.load import PICKLE_SUFFIXES, check_adapter_source, describe_base_in_config
 
 log = logging.getLogger("lora_llava")
@@ -71,9 +72,30 @@ def ensure_adapter_dir(cfg, ctx) -> Path:
     return ctx.adapter_dir
 
 
+def export_aligned(cfg, ctx) -> None:
+    """An align run (peft.method=none) has no adapter: its projector folder is the product. export.merge=true
+    also writes merged/, the base with that projector, a plain checkpoint that model.path can name."""
+    from lora_llava.models.card import write_model_card
+
+    projector_dir = ctx.extra.get("projector_dir") or cfg.model.projector
+    if projector_dir is None:
+        raise ConfigError("export of an align run (peft.method=none) needs its projector: run the train stage "
+                          "first, or pass model.projector=<run>/projector")
+    print(f"align run: no adapter to export; the aligned projector is {projector_dir} (fine-tune from it with "
+          f"model.projector={projector_dir})" + ("" if cfg.export.merge else
+                                                 "; export.merge=true writes the base with it as merged/"))
+    if cfg.export.merge:
+        from lora_llava.export.merge import merge_and_save
+
+        ctx.extra["verification"] = merge_and_save(cfg, None, ctx.run_dir / "merged", projector_dir)
+        write_model_card(ctx.run_dir / "merged", cfg, find_metrics(cfg, ctx), merged=True)
+
+
 def export_stage(cfg, ctx) -> None:
     from lora_llava.models.card import write_model_card
 
+    if cfg.peft.method == "none":
+        return export_aligned(cfg, ctx)
     adapter_dir = ensure_adapter_dir(cfg, ctx)
     metrics = find_metrics(cfg, ctx)
     write_model_card(adapter_dir, cfg, metrics)

@@ -9,6 +9,14 @@ from collections import Counter
 log = logging.getLogger("lora_llava")
 
 PROJECTOR = "multi_modal_projector"
+# What trains beside the adapters, and alone in an align run (peft.method=none). The one place that names the
+# family's projector module(s).
+PROJECTOR_NAMES = (PROJECTOR,)
+
+
+def is_projector(name: str) -> bool:
+    """A projector parameter, by its full name (in the bare base or under a peft wrapper)."""
+    return any(part in PROJECTOR_NAMES for part in name.split("."))
 
 
 def target_regex(target_modules, scope: str) -> str:
@@ -37,7 +45,8 @@ def build_lora_config(peft_cfg):
 
 
 def apply_adapters(model, peft_cfg, quantized: bool, gradient_checkpointing: bool):
-    """Freeze the base, add adapters, make the projector trainable (a saved copy, via modules_to_save).
+    """Freeze the base, add adapters, make the projector trainable (a saved copy, via modules_to_save). With
+    peft.method=none the bare base comes back with its projector alone trainable.
 
     Replaces peft's prepare_model_for_kbit_training, which upcasts every non-4-bit weight to fp32 (CLIP tower,
     embeddings, lm_head, norms: 587M parameters, 1.1 GiB more at 7B, and an fp32 residual stream) and hooks
@@ -52,9 +61,12 @@ def apply_adapters(model, peft_cfg, quantized: bool, gradient_checkpointing: boo
         # Non-reentrant: gradients reach the adapters inside a checkpointed layer without any input hook.
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.disable_input_require_grads()  # transformers hooked the CLIP tower's patch embedding too
-    model = get_peft_model(model, build_lora_config(peft_cfg))
+    if peft_cfg.method == "none":
+        model = train_projector_only(model)
+    else:
+        model = get_peft_model(model, build_lora_config(peft_cfg))
     if gradient_checkpointing:
-        hook_language_inputs(model.get_base_model())
+        hook_language_inputs(model.get_base_model() if peft_cfg.method != "none" else model)
         if peft_cfg.scope == "language_model":
             checkpoint_language_model_only(model)
     cast_trainable_fp32(model)
@@ -112,7 +124,9 @@ def cast_projector_inputs(model) -> None:
     """The trained projector copy (fp32) casts its input to its own dtype, so a 16-bit tower feeds it without
     autocast too (generation after training, CPU runs); transformers casts its output back for the LM."""
     for name, module in model.named_modules():
-        if name.endswith(f"{PROJECTOR}.modules_to_save.default"):
+        # peft's trained copy, or (peft.method=none) the base's own projector when it trains in place.
+        own = name.endswith(PROJECTOR) and all(p.requires_grad for p in module.parameters())
+        if name.endswith(f"{PROJECTOR}.modules_to_save.default") or own:
             module.register_forward_pre_hook(_cast_input_to_weight_dtype)
 
 
@@ -121,10 +135,17 @@ def _cast_input_to_weight_dtype(module, args):
     return tuple(a.to(dtype) if hasattr(a, "dtype") and a.is_floating_point() else a for a in args)
 
 
+def train_projector_only(model):
+    """peft.method=none (LLaVA's stage 1): no adapter; the base's own projector trains, everything else frozen."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(is_projector(name))
+    return model
+
+
 def module_group(name: str) -> str:
     if "vision_tower" in name:
         return "vision_tower"
-    if PROJECTOR in name:
+    if is_projector(name):
         return "projector"
     if "lora_" in name:
         return "lora"
@@ -144,9 +165,10 @@ def optimizer_param_groups(model, learning_rate: float, projector_learning_rate:
     adapters, projector = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (projector if PROJECTOR in name else adapters).append(param)
+            (projector if is_projector(name) else adapters).append(param)
     # Named, so that a resume with a new rate for one of them finds it (lora_llava/train/resume.py).
-    groups = [{"name": "adapters", "params": adapters, "lr": learning_rate, "weight_decay": weight_decay}]
+    groups = [{"name": "adapters", "params": adapters, "lr": learning_rate, "weight_decay": weight_decay}] \
+        if adapters else []
     if projector:
         groups.append({"name": "projector", "params": projector, "lr": projector_learning_rate,
                        "weight_decay": weight_decay})

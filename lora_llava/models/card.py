@@ -60,7 +60,9 @@ def base_license(cfg) -> str | None:
 
 
 def card_metadata(cfg, merged: bool = False) -> dict:
-    tags = ["llava", "qlora" if cfg.quant.method == "nf4" else "lora", "peft", "lora_llava", dataset_tag(cfg)]
+    method = ["projector-alignment"] if cfg.peft.method == "none" else [
+        "qlora" if cfg.quant.method == "nf4" else "lora", "peft"]
+    tags = ["llava", *method, "lora_llava", dataset_tag(cfg)]
     if merged:
         tags.append("merged")
     meta = {}
@@ -106,13 +108,27 @@ def describe_base(cfg) -> str:
     return f"a local checkpoint (`{Path(cfg.model.path).name}`){revision}, not named on the Hub"
 
 
+def align_section(cfg) -> list[str]:
+    """An align run (peft.method=none): the projector alone was trained, as in LLaVA's stage 1."""
+    return ["## Training", "",
+            f"- base model: {describe_base(cfg)}",
+            ("- method: projector alignment (LLaVA's stage 1): the multimodal projector alone trained on "
+             "image-caption data; language model and vision tower frozen, no adapter"),
+            (f"- learning rate {cfg.train.projector_learning_rate:g}, {cfg.train.epochs:g} epoch(s), "
+             f"recipe `{cfg.recipe_name}`"), ""]
+
+
 def training_section(cfg) -> list[str]:
     p = cfg.peft
+    if p.method == "none":
+        return align_section(cfg)
     method = "QLoRA (4-bit NF4 base)" if cfg.quant.method == "nf4" else (
         "LoRA on an 8-bit base" if cfg.quant.method == "int8" else "LoRA")
     variants = [name for name, on in (("DoRA", p.use_dora), ("rsLoRA", p.use_rslora)) if on]
     scope = "language model only" if p.scope == "language_model" else "language model and vision tower"
     projector = "trained and saved in this adapter" if p.train_projector else "frozen"
+    if cfg.model.projector:
+        projector += f", starting from an aligned projector (`model.projector={cfg.model.projector}`)"
     return ["## Training", "",
             f"- base model: {describe_base(cfg)}",
             f"- method: {method}{' with ' + ', '.join(variants) if variants else ''}; r={p.r}, "
@@ -129,8 +145,15 @@ def load_merged_section(cfg) -> list[str]:
             "from transformers import AutoProcessor, LlavaForConditionalGeneration", "",
             f'model = LlavaForConditionalGeneration.from_pretrained("{where}", dtype="auto")',
             f'processor = AutoProcessor.from_pretrained("{where}")', "```", "",
-            f"The adapter was merged into the base in {cfg.export.dtype}; verification.json records the "
-            "check of this model's logits against the adapter applied to the base.", ""]
+            merged_check(cfg), ""]
+
+
+def merged_check(cfg) -> str:
+    if cfg.peft.method == "none":
+        return (f"The aligned projector was loaded into the base in {cfg.export.dtype}; verification.json "
+                "records the check of this model's logits against that model before saving.")
+    return (f"The adapter was merged into the base in {cfg.export.dtype}; verification.json records the "
+            "check of this model's logits against the adapter applied to the base.")
 
 
 def load_section(cfg) -> list[str]:
@@ -162,6 +185,9 @@ def render_card(cfg, metrics: dict | None = None, merged: bool = False) -> str:
     if merged:
         intro = ("A LLaVA vision-language model: a LoRA adapter and its trained projector merged into the "
                  "base, loadable without peft. Made with lora_llava.")
+    if merged and cfg.peft.method == "none":
+        intro = ("A LLaVA vision-language model: the base with a multimodal projector aligned on image-caption "
+                 "data (LLaVA's stage 1), a plain checkpoint. Made with lora_llava.")
     loading = load_merged_section(cfg) if merged else load_section(cfg)
     body = [title, "", intro, "", *training_section(cfg), *evaluation_section(cfg, metrics), *loading]
     return "---\n" + yaml.safe_dump(card_metadata(cfg, merged), sort_keys=False) + "---\n\n" + "\n".join(body)

@@ -70,10 +70,11 @@ def load_processor(model_cfg, path: str | None = None):
 
 
 def build_model_and_processor(model_cfg, quant_cfg, dtype: torch.dtype | None = None, path: str | None = None):
-    """Load model and processor. `dtype` overrides model.dtype (export reloads the base in 16-bit);
-    `path` overrides model.path (a merged model)."""
+    """Load model and processor, with model.projector loaded into the base. `dtype` overrides model.dtype
+    (export reloads the base in 16-bit); `path` overrides model.path (a merged model, projector included)."""
     from transformers import LlavaForConditionalGeneration
 
+    base_path = path is None
     path = path or checkpoint_path(model_cfg)
     dtype = dtype or resolve_dtype(model_cfg.dtype)
     quant = build_quant_config(quant_cfg, dtype) if quant_cfg is not None else None
@@ -87,6 +88,10 @@ def build_model_and_processor(model_cfg, quant_cfg, dtype: torch.dtype | None = 
         device_map=_device_map(),
         use_safetensors=True,
     )
+    if model_cfg.projector and base_path:
+        from lora_llava.models.projector import load_projector
+
+        load_projector(model, model_cfg)  # an align run's projector, before any adapter goes on
     processor = load_processor(model_cfg, path)
     if processor.tokenizer.pad_token is None:
         # Llama tokenizers ship without one; LLaVA's own code pads with unk.

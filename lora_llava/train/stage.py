@@ -14,6 +14,7 @@ from lora_llava.data.image_cache import build_image_cache
 from lora_llava.data.screen import screen_splits
 from lora_llava.models.adapters import apply_adapters, compile_language_model
 from lora_llava.models.load import build_model_and_processor, load_processor, resolve_dtype
+from lora_llava.models.projector import base_identity
 from lora_llava.plan import plan_before_training
 
 log = logging.getLogger("lora_llava")
@@ -106,6 +107,7 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
         supervised_logits_only=cfg.train.supervised_logits_only,
         run_config=training_config(cfg),  # saved in each checkpoint; a resume compares against it
         not_learning_steps=cfg.train.not_learning_steps,
+        projector_base=base_identity(cfg.model) if cfg.peft.method == "none" else None,
     )
 
 
@@ -117,7 +119,7 @@ def prepare_splits(cfg, processor, run_dir: Path):
 
 
 def train(cfg, run_dir: Path):
-    """Train adapters per `cfg`; returns (peft model, processor). The adapter folder is written by export."""
+    """Train adapters (or the projector alone, peft.method=none) per `cfg`; returns (model, processor)."""
     from transformers import set_seed
 
     from lora_llava.train.callbacks import check_trackers
@@ -127,6 +129,10 @@ def train(cfg, run_dir: Path):
     check_trackers(cfg.train.report_to)  # before the model loads: a tracker only when named and installed
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
     resume = plan_resume(cfg, run_dir)  # a resume with refused config changes stops here, before any loading
+    if cfg.model.projector:
+        from lora_llava.models.projector import check_projector
+
+        check_projector(cfg.model)  # a wrong model.projector stops the run here, before data and weights load
     # Data first, with the processor alone: a bad sample stops the run before any weights load.
     processor = load_processor(cfg.model)
     splits = prepare_splits(cfg, processor, run_dir)
@@ -149,6 +155,14 @@ def train_stage(cfg, ctx) -> None:
     from lora_llava.models.load import save_adapter
 
     ctx.model, ctx.processor = train(cfg, ctx.run_dir)
-    if is_main_process():  # one adapter per run, however many processes trained it
-        ctx.adapter_dir = save_adapter(ctx.model, ctx.processor, ctx.run_dir / "adapter", cfg)
-        log.info("adapter saved to %s", ctx.adapter_dir)
+    if not is_main_process():  # one adapter per run, however many processes trained it
+        return
+    if cfg.peft.method == "none":  # an align run: the projector is its whole output
+        from lora_llava.models.projector import save_projector
+
+        ctx.extra["projector_dir"] = save_projector(ctx.model, ctx.run_dir / "projector", base_identity(cfg.model))
+        log.info("projector saved to %s (start a fine-tune from it with model.projector=%s)",
+                 ctx.extra["projector_dir"], ctx.extra["projector_dir"])
+        return
+    ctx.adapter_dir = save_adapter(ctx.model, ctx.processor, ctx.run_dir / "adapter", cfg)
+    log.info("adapter saved to %s", ctx.adapter_dir)

@@ -15,12 +15,13 @@ class LlavaSFTTrainer(SFTTrainer):
 
     `group_by_modality_length`: micro-batches of one modality, sorted by length within `length_group_window`
     micro-batches (lora_llava/sampling.py).
-    `supervised_logits_only`: lm_head only on positions whose next token is a label (lora_llava/loss.py)."""
+    `supervised_logits_only`: lm_head only on positions whose next token is a label (lora_llava/loss.py).
+    `projector_base`: an align run; checkpoints hold the projector alone (models/projector.py)."""
 
     def __init__(self, *args, group_by_modality_length: bool = False, length_group_window: int = 1,
                  supervised_logits_only: bool = False, run_config: dict | None = None,
                  not_learning_steps: int = 0,
-                 projector_learning_rate: float | None = None, **kwargs):
+                 projector_learning_rate: float | None = None, projector_base: str | None = None, **kwargs):
         self.group_by_modality_length, self.length_group_window = group_by_modality_length, length_group_window
         self.supervised_logits_only = supervised_logits_only
         self.sample_ids_seen: set[tuple[int, str]] = set()  # (epoch, id) trained on here; ranks compare at the end
@@ -34,6 +35,7 @@ class LlavaSFTTrainer(SFTTrainer):
         self.applied_changes: list[dict] = []
         self._step_loss = None  # this optimizer step's loss so far (a device scalar), for the learning check
         self._learning_pending: list[tuple] = []  # (step, loss, grad norm) since the last read-back
+        self.projector_base = projector_base  # set for an align run (peft.method=none): the base it is aligned on
         super().__init__(*args, **kwargs)
         from lora_llava.train.callbacks import LearningCheck
 
@@ -210,6 +212,23 @@ class LlavaSFTTrainer(SFTTrainer):
             from lora_llava.train.resume import apply_learning_rates
 
             self.applied_changes = apply_learning_rates(self.optimizer, self.lr_scheduler, self.resume_changes)
+
+    def _save(self, output_dir=None, state_dict=None):
+        # An align run trains the projector alone: its checkpoints hold that (megabytes), not a copy of the frozen
+        # base (14 GB for a 7B model) as Trainer would write for a model without adapters.
+        if self.projector_base is None:
+            return super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            from lora_llava.models.projector import save_projector
+
+            save_projector(self.model, output_dir or self.args.output_dir, self.projector_base)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if self.projector_base is None:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        from lora_llava.models.projector import load_saved
+
+        load_saved(model if model is not None else self.model, resume_from_checkpoint, self.projector_base)
 
     def _get_output_dir(self, trial):
         return self._staging or super()._get_output_dir(trial)
