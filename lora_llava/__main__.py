@@ -14,10 +14,12 @@ from lora_llava.distributed import launch_overrides
 def _translate_argv(argv: list[str]) -> list[str]:
     """`recipe=NAME` selects the primary config (recipes/NAME.yaml); conf/ joins the search path."""
     conf_dir, _ = config_dirs()
-    out, recipe = [], None
+    out, recipe, flags = [], None, []
     for arg in argv:
         if arg.startswith("recipe="):
             recipe = arg.split("=", 1)[1]
+        elif arg in ("-m", "--multirun"):
+            flags.append(arg)  # a flag amid the overrides would split them (`python -m lora_llava -m recipe=..`)
         else:
             out.append(arg)
     if recipe is None and not any(a.startswith(("--config-name", "-cn", "--help", "-h", "--hydra-help")) for a in argv):
@@ -25,7 +27,7 @@ def _translate_argv(argv: list[str]) -> list[str]:
     # Overrides must stay contiguous for Hydra's argument parser, so ours goes first.
     head = ["--config-name", recipe] if recipe is not None else []
     # Under torchrun / accelerate launch every process composes its own config: pin what must agree.
-    return [*head, f"hydra.searchpath=[file://{conf_dir}]", *out, *launch_overrides(argv)]
+    return [*flags, *head, f"hydra.searchpath=[file://{conf_dir}]", *out, *launch_overrides(argv)]
 
 
 def main() -> None:

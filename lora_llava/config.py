@@ -14,7 +14,7 @@ from hydra.core.config_store import ConfigStore
 
 from lora_llava.errors import ConfigError
 
-STAGES = ("validate", "plan", "train", "eval", "export", "push")
+STAGES = ("validate", "plan", "train", "eval", "compare", "export", "push")
 
 
 @dataclass
@@ -135,6 +135,12 @@ class TrainConfig:
     save_steps: int = 500
     save_total_limit: Optional[int] = 2
     eval_steps: Optional[int] = None
+    # Task accuracy during training: every eval_steps, greedy answers to the validation split scored by
+    # eval.scorer (the first eval_metric_limit questions: generation costs far more than the eval loss).
+    eval_metric: bool = False
+    eval_metric_limit: Optional[int] = 256
+    best_by: Optional[str] = None  # accuracy: the run's adapter is the best evaluation's, not the last step's
+    patience: Optional[int] = None  # stop after this many task evaluations without a new best
     resume: Optional[str] = None  # auto | PATH
     # Settings that may differ from the checkpoint's when resuming (learning_rate, projector_learning_rate,
     # max_grad_norm, epochs, max_steps); any other change refuses to resume.
@@ -163,8 +169,26 @@ class EvalConfig:
 
 
 @dataclass
+class CompareConfig:
+    """Base model (adapters disabled) vs adapted model on the same questions: eval.split, and optionally a
+    general slice from any data source (`compare.general.source=jsonl compare.general.path=...`) to show
+    forgetting."""
+
+    limit: Optional[int] = None  # task questions; null: eval.limit
+    # source "none": no general slice. (A DataConfig rather than an Optional one: OmegaConf cannot merge an override
+    # dict into a null structured node.)
+    general: DataConfig = field(default_factory=lambda: DataConfig(source="none"))
+    general_split: str = "test"
+    general_limit: Optional[int] = 200
+    general_scorer: str = "qa"
+
+
+@dataclass
 class ExportConfig:
     merge: bool = False
+    # Also write vllm_lora/: the language-model LoRA in the module names vLLM's LLaVA uses. Only possible when
+    # the projector was not trained (peft.train_projector=false): vLLM's LoRA cannot carry a projector.
+    vllm_lora: bool = False
     dtype: str = "bfloat16"  # dtype the base is reloaded in for merging (never 4-bit): bfloat16 | float16 | float32
     max_shard_size: str = "2GB"
     verify: bool = True
@@ -203,6 +227,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     hub: HubConfig = field(default_factory=HubConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
@@ -216,6 +241,7 @@ GROUP_SCHEMAS = {
     "data": DataConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
+    "compare": CompareConfig,
     "export": ExportConfig,
     "hub": HubConfig,
     "plan": PlanConfig,
@@ -258,6 +284,17 @@ def check_values(cfg) -> None:
             raise ValueError(f"stages: unknown stage {stage!r}; choose from {', '.join(STAGES)}")
     if cfg.model.trust_remote_code and not cfg.model.revision:
         raise ValueError("model.trust_remote_code=true needs model.revision pinned to a commit")
+    check_training_metric(cfg.train, cfg.data)
+    if cfg.compare.general_scorer not in choices["eval.scorer"]:
+        raise ConfigError(f"compare.general_scorer={cfg.compare.general_scorer!r} is not one of "
+                          f"{', '.join(choices['eval.scorer'])}")
+    if "compare" in cfg.stages and "train" not in cfg.stages and not cfg.adapter:
+        raise ConfigError("stages has compare but neither train nor adapter=PATH: compare needs an adapter to "
+                          "switch off (a merged model has none)")
+    if cfg.export.vllm_lora and cfg.peft.train_projector and "export" in cfg.stages:
+        raise ConfigError("export.vllm_lora=true is impossible with peft.train_projector=true: vLLM's LoRA "
+                          "loading cannot carry a trained projector. Serve the merged folder "
+                          "(export.merge=true; `vllm serve <run>/merged`), or train with peft.train_projector=false")
     if "push" in cfg.stages and not cfg.hub.dry_run and not cfg.hub.repo_id:
         raise ValueError("stages has push but hub.repo_id is not set: pass hub.repo_id=ORG/NAME (or hub.dry_run=true)")
 
@@ -310,6 +347,20 @@ def check_projector_only(cfg) -> None:
     if "push" in cfg.stages and cfg.hub.what == "adapter":
         raise ConfigError("peft.method=none (an align run) has no adapter to push: its output is <run>/projector; "
                           "publish the base with that projector instead (export.merge=true hub.what=merged)")
+
+
+def check_training_metric(train, data) -> None:
+    """train.eval_metric / best_by / patience: what they need, checked before any model loads."""
+    if train.best_by not in (None, "accuracy"):
+        raise ConfigError(f"train.best_by={train.best_by!r}: choose accuracy (or null: the last step)")
+    for key, on in (("best_by", train.best_by), ("patience", train.patience)):
+        if on is not None and not train.eval_metric:
+            raise ConfigError(f"train.{key} needs the task metric: add train.eval_metric=true")
+    if train.eval_metric and not (train.eval_steps and data.eval_split):
+        raise ConfigError("train.eval_metric=true needs train.eval_steps=N (how often) and data.eval_split "
+                          "(the questions)")
+    if train.patience is not None and train.patience < 1:
+        raise ConfigError(f"train.patience={train.patience}: give a number of evaluations >= 1, or null")
 
 
 def config_dirs():

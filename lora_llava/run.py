@@ -34,6 +34,8 @@ def _stage(name: str) -> Callable[[DictConfig, RunContext], None]:
         from lora_llava.train.stage import train_stage as fn
     elif name == "eval":
         from lora_llava.eval.stage import eval_stage as fn
+    elif name == "compare":
+        from lora_llava.eval.compare import compare_stage as fn
     elif name == "export":
         from lora_llava.export.stage import export_stage as fn
     elif name == "validate":

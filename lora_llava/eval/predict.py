@@ -2,9 +2,12 @@
 
     python -m lora_llava.predict adapter=PATH image=FILE question="What is shown?"
     python -m lora_llava.predict adapter=PATH image=FILE interactive=true      # a conversation on stdin
+    python -m lora_llava.predict endpoint=http://localhost:8000 image=FILE question="What is shown?"
 
 Its own keys: `image=FILE` (optional; text-only questions work too), `question="..."`, `interactive=true` (or
-`--interactive`; also the default without a question) and `max_new_tokens=N` (default 256). Everything else is
+`--interactive`; also the default without a question), `max_new_tokens=N` (default 256), and `endpoint=URL`
+(with `served_model=NAME`, default: the first model the server lists) to ask a served model (`transformers
+serve`, vLLM: any OpenAI-compatible server) the same way instead of loading one. Everything else is
 a config override as for `python -m lora_llava`: `recipe=NAME` picks the recipe the adapter was trained with
 and `model.path=DIR` a merged model. Without `recipe=`, the config is the adapter's own run
 (<run>/.hydra/config.yaml beside <run>/adapter), with `key=value` overrides on top.
@@ -18,12 +21,14 @@ from pathlib import Path
 
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, Turn
 
-OWN_KEYS = ("image", "question", "interactive", "max_new_tokens")
+OWN_KEYS = ("image", "question", "interactive", "max_new_tokens", "endpoint", "served_model")
 
 
 def split_args(argv: list[str]) -> tuple[dict, list[str]]:
     """(our own keys, config overrides)."""
-    own, overrides = {"image": None, "question": None, "interactive": False, "max_new_tokens": 256}, []
+    own = {"image": None, "question": None, "interactive": False, "max_new_tokens": 256, "endpoint": None,
+           "served_model": None}
+    overrides = []
     for arg in argv:
         key, sep, value = arg.partition("=")
         if arg in ("--interactive", "-i"):
@@ -67,10 +72,9 @@ def answer(model, processor, cfg, turns: list[Turn], image: str | None, max_new_
                     system_prompt=cfg.data.system_prompt, desc="answering")[0]
 
 
-def chat(model, processor, cfg, image: str | None, max_new_tokens: int, first: str | None = None,
-         read=None, write=print) -> None:
+def chat(reply, image: str | None, first: str | None = None, read=None, write=print) -> None:
     """A conversation: `first`, then each line read, is the next user turn; earlier turns stay in the
-    prompt."""
+    prompt. `reply(turns, image)` answers."""
     read = read or input  # looked up at call time, so a replaced builtins.input (tests, wrappers) is used
     turns: list[Turn] = []
     pending = [first] if first else []
@@ -89,24 +93,39 @@ def chat(model, processor, cfg, image: str | None, max_new_tokens: int, first: s
         if not line:
             continue
         turns.append(Turn("user", f"{IMAGE_PLACEHOLDER}\n{line}" if image and not turns else line))
-        reply = answer(model, processor, cfg, turns, image, max_new_tokens)
-        turns.append(Turn("assistant", reply))
-        write(reply)
+        text = reply(turns, image)
+        turns.append(Turn("assistant", text))
+        write(text)
+
+
+def local_reply(own: dict, overrides: list[str]):
+    """reply(turns, image) from the adapter (or model.path) loaded in this process."""
+    from lora_llava.models.load import load_adapted
+
+    cfg = load_config(overrides)
+    model, processor = load_adapted(cfg, cfg.adapter)
+    return lambda turns, image: answer(model, processor, cfg, turns, image, own["max_new_tokens"])
+
+
+def endpoint_reply(own: dict, overrides: list[str]):
+    """reply(turns, image) from a served model; the system prompt is the config's when one is named."""
+    from lora_llava.eval.remote import ask_endpoint
+
+    system = load_config(overrides).data.system_prompt if overrides else None
+    return lambda turns, image: ask_endpoint(own["endpoint"], turns, image, own["max_new_tokens"],
+                                             own["served_model"], system)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lora_llava.models.load import load_adapted
-
     own, overrides = split_args(sys.argv[1:] if argv is None else argv)
-    cfg = load_config(overrides)
     if own["image"] and not Path(own["image"]).is_file():
         sys.exit(f"lora_llava.predict: image={own['image']}: no such file")
-    model, processor = load_adapted(cfg, cfg.adapter)
+    reply = endpoint_reply(own, overrides) if own["endpoint"] else local_reply(own, overrides)
     if own["question"] and not own["interactive"]:
         text = f"{IMAGE_PLACEHOLDER}\n{own['question']}" if own["image"] else own["question"]
-        print(answer(model, processor, cfg, [Turn("user", text)], own["image"], own["max_new_tokens"]))
+        print(reply([Turn("user", text)], own["image"]))
         return
-    chat(model, processor, cfg, own["image"], own["max_new_tokens"], first=own["question"])
+    chat(reply, own["image"], first=own["question"])
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from lora_llava.data.samples import Sample, with_suffix
-from lora_llava.eval.generate import generate
+from lora_llava.eval.answers import answer_and_score, split_samples
 from lora_llava.eval.scoring import score
 from lora_llava.eval.scoring.report import write_results
 
@@ -49,23 +49,15 @@ def read_predictions(path: str | Path, samples: list[Sample]) -> tuple[list[str]
 
 
 def eval_samples(cfg) -> list[Sample]:
-    from lora_llava.data import load_splits
-
-    splits = load_splits(cfg.data)
-    if cfg.eval.split not in splits:
-        raise ValueError(f"eval.split={cfg.eval.split!r}: data.source={cfg.data.source} has splits "
-                         f"{', '.join(splits)}")
-    samples = splits[cfg.eval.split]
-    return samples[: cfg.eval.limit] if cfg.eval.limit else samples
+    try:
+        return split_samples(cfg.data, cfg.eval.split, cfg.eval.limit)
+    except ValueError as err:
+        raise ValueError(f"eval.split={cfg.eval.split!r}: {err}") from None
 
 
 def evaluate(cfg, model, processor, samples: list[Sample]) -> tuple[list[dict], dict]:
     """Generate answers for `samples` and score them."""
-    prompts = [with_suffix(s, cfg.eval.answer_suffix) for s in samples]
-    outputs = generate(model, processor, prompts, cfg.eval.batch_size, cfg.eval.max_new_tokens,
-                       cfg.data.system_prompt, cfg.data.image_root)
-    return score(cfg.eval.scorer, samples, outputs, [p.prompt_turns()[-1].text for p in prompts],
-                 cfg.eval.metadata_fields)
+    return answer_and_score(model, processor, samples, cfg.eval, cfg.data)
 
 
 def score_file(cfg, samples: list[Sample]) -> tuple[list[dict], dict]:

@@ -66,10 +66,24 @@ def load_base(cfg, dtype: torch.dtype):
     return base, processor
 
 
+def make_servable(merged, processor) -> None:
+    """What serving engines read besides the weights: a chat template (the training prompt format when the
+    base's processor has none) and a generation config that knows the pad and end tokens."""
+    from lora_llava.data.chat import chat_template
+
+    if not processor.chat_template:
+        log.info("the processor has no chat template: saving the training prompt format as one")
+        processor.chat_template = chat_template(processor.image_token)
+    config, tokenizer = merged.generation_config, processor.tokenizer
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    if config.eos_token_id is None:
+        config.eos_token_id = tokenizer.eos_token_id
+
+
 def save_merged(merged, processor, out_dir: Path, max_shard_size: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    if merged.generation_config.pad_token_id is None:
-        merged.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    make_servable(merged, processor)
     merged.save_pretrained(out_dir, max_shard_size=max_shard_size)
     processor.save_pretrained(out_dir)
     pickles = [p.name for p in out_dir.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]

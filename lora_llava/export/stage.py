@@ -33,6 +33,20 @@ def find_metrics(cfg, ctx) -> dict | None:
     return None
 
 
+def find_comparison(cfg, ctx) -> str | None:
+    """The compare stage's table as markdown for the model card: this run's, else the adapter's run's."""
+    from lora_llava.eval.scoring.comparison import render_comparison
+
+    results = ctx.extra.get("compare")
+    candidates = [ctx.run_dir / "eval" / "compare.json"]
+    if cfg.adapter:
+        candidates.append(Path(cfg.adapter).parent / "eval" / "compare.json")
+    for path in candidates:
+        if results is None and path.is_file():
+            results = json.loads(path.read_text())
+    return render_comparison(results, heading="##") if results else None
+
+
 def assemble_adapter(cfg, src: Path, out_dir: Path) -> Path:
     """Copy an existing adapter into `out_dir`, leaving out trainer state and pickles (listed in the log),
     adding the processor when the source has none, then the base description and a fresh card."""
@@ -97,8 +111,8 @@ def export_stage(cfg, ctx) -> None:
     if cfg.peft.method == "none":
         return export_aligned(cfg, ctx)
     adapter_dir = ensure_adapter_dir(cfg, ctx)
-    metrics = find_metrics(cfg, ctx)
-    write_model_card(adapter_dir, cfg, metrics)
+    metrics, comparison = find_metrics(cfg, ctx), find_comparison(cfg, ctx)
+    write_model_card(adapter_dir, cfg, metrics, comparison=comparison)
     log.info("adapter folder: %s", adapter_dir)
     if cfg.export.merge:
         from lora_llava.errors import disk_full_message
@@ -111,6 +125,10 @@ def export_stage(cfg, ctx) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         with disk_full_message("writing the merged model", ctx.run_dir, cleanup=staging):
             ctx.extra["verification"] = merge_and_save(cfg, adapter_dir, staging)
-            write_model_card(staging, cfg, metrics, merged=True)
+            write_model_card(staging, cfg, metrics, merged=True, comparison=comparison)
         swap_in(staging, ctx.run_dir / "merged")
         log.info("merged model: %s", ctx.run_dir / "merged")
+    if cfg.export.vllm_lora:
+        from lora_llava.export.vllm_lora import export_vllm_lora
+
+        export_vllm_lora(adapter_dir, ctx.run_dir / "vllm_lora", cfg.peft.target_modules)

@@ -173,3 +173,19 @@ def optimizer_param_groups(model, learning_rate: float, projector_learning_rate:
         groups.append({"name": "projector", "params": projector, "lr": projector_learning_rate,
                        "weight_decay": weight_decay})
     return groups
+
+
+# vLLM's LLaVA names its language model `language_model.model.*` where transformers 5 says `model.language_model.*`
+# (vllm/model_executor/models/llava.py, hf_to_vllm_mapper). Newer vLLM maps LoRA tensor names through that mapper,
+# older releases take them as they are: vLLM's own names load in both.
+VLLM_LANGUAGE_MODEL = ("model.language_model.", "language_model.model.")
+
+
+def vllm_lora_name(peft_key: str) -> str | None:
+    """A peft LoRA tensor name in vLLM's module names, or None when it is outside the language model."""
+    prefix = "base_model.model."
+    ours, theirs = VLLM_LANGUAGE_MODEL
+    inner = peft_key.removeprefix(prefix)
+    if not inner.startswith(ours):
+        return None
+    return prefix + theirs + inner[len(ours):]

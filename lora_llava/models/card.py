@@ -175,7 +175,8 @@ def load_section(cfg) -> list[str]:
             "adapter=PATH` does it and checks the result).", ""]
 
 
-def render_card(cfg, metrics: dict | None = None, merged: bool = False) -> str:
+def render_card(cfg, metrics: dict | None = None, merged: bool = False, comparison: str | None = None) -> str:
+    """`comparison`: markdown of base vs adapted (the compare stage's table), placed after the evaluation."""
     import yaml
 
     kind = "merged model" if merged else "adapter"
@@ -189,11 +190,13 @@ def render_card(cfg, metrics: dict | None = None, merged: bool = False) -> str:
         intro = ("A LLaVA vision-language model: the base with a multimodal projector aligned on image-caption "
                  "data (LLaVA's stage 1), a plain checkpoint. Made with lora_llava.")
     loading = load_merged_section(cfg) if merged else load_section(cfg)
-    body = [title, "", intro, "", *training_section(cfg), *evaluation_section(cfg, metrics), *loading]
+    compared = [comparison.rstrip(), ""] if comparison else []
+    body = [title, "", intro, "", *training_section(cfg), *evaluation_section(cfg, metrics), *compared, *loading]
     return "---\n" + yaml.safe_dump(card_metadata(cfg, merged), sort_keys=False) + "---\n\n" + "\n".join(body)
 
 
-def write_model_card(out_dir: Path, cfg, metrics: dict | None = None, merged: bool = False) -> Path:
+def write_model_card(out_dir: Path, cfg, metrics: dict | None = None, merged: bool = False,
+                     comparison: str | None = None) -> Path:
     path = Path(out_dir) / "README.md"
-    path.write_text(render_card(cfg, metrics, merged))
+    path.write_text(render_card(cfg, metrics, merged, comparison))
     return path

@@ -134,27 +134,38 @@ def gather_shards(seen: set) -> list[set]:
     return shards
 
 
-def plot_losses(log_history: list[dict], path: Path) -> None:
-    """Train and eval loss against the step. Uses matplotlib's object API, so no global backend is touched."""
+def plot_losses(log_history: list[dict], path: Path) -> list[str]:
+    """Train and eval loss against the step, and a second panel with the task accuracy when it was measured
+    (train.eval_metric). Uses matplotlib's object API, so no global backend is touched. Returns the panel
+    titles."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4), dpi=100)
+    accuracy = [(r["step"], 100 * r["eval_accuracy"]) for r in log_history if "eval_accuracy" in r]
+    fig = Figure(figsize=(7, 6.5 if accuracy else 4), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    axes = fig.subplots(2, 1, sharex=True) if accuracy else [fig.add_subplot()]
     for key, label in (("loss", "train"), ("eval_loss", "eval")):
         points = [(r["step"], r[key]) for r in log_history if key in r]
         if points:
-            ax.plot(*zip(*points), marker="." if key == "eval_loss" else None, label=label)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    if ax.has_data():
-        ax.legend()
+            axes[0].plot(*zip(*points), marker="." if key == "eval_loss" else None, label=label)
+    axes[0].set_ylabel("loss")
+    axes[0].set_title("loss")
+    if axes[0].has_data():
+        axes[0].legend()
+    if accuracy:
+        axes[1].plot(*zip(*accuracy), marker="o", color="C2")
+        axes[1].set_ylabel("accuracy %")
+        axes[1].set_title("task accuracy (validation)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("optimizer step")
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp)
     os.replace(tmp, path)  # a viewer never sees half a file
+    return [ax.get_title() for ax in axes]
 
 
 class TrainingDiverged(RuntimeError):

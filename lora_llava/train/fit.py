@@ -10,6 +10,7 @@ from lora_llava.distributed import is_main_process
 from lora_llava.train.callbacks import Preemption, TrainLog, check_supervised
 from lora_llava.train.checkpoints import resolve_resume
 from lora_llava.train.resume import check_resume_config
+from lora_llava.train.task_metric import add_task_metric, restore_best
 
 log = logging.getLogger("lora_llava")
 
@@ -27,7 +28,9 @@ def fit(trainer, cfg, run_dir: Path, resume: tuple[str | None, dict] | None = No
     run_dir = Path(run_dir)
     checkpoints_dir = Path(trainer.args.output_dir)
     check_supervised(trainer.data_collator, trainer.train_dataset)
-    trainer.add_callback(TrainLog(run_dir / "logs", trainer.sample_ids_seen))
+    train_log = TrainLog(run_dir / "logs", trainer.sample_ids_seen)
+    trainer.add_callback(train_log)
+    add_task_metric(trainer, cfg)
     preemption = Preemption()
     trainer.add_callback(preemption)
     resume, trainer.resume_changes = resume or plan_resume(cfg, run_dir)
@@ -40,7 +43,29 @@ def fit(trainer, cfg, run_dir: Path, resume: tuple[str | None, dict] | None = No
     if preemption.signum is not None:
         hint = resume_command(cfg, run_dir) if is_main_process() else None
         preemption.exit(checkpoints_dir, trainer.state.global_step, hint)
+    if cfg.train.best_by:
+        best = restore_best(trainer.model, checkpoints_dir, trainer.state.global_step)
+        if best and is_main_process():
+            train_log.write({"event": "best", "best_by": cfg.train.best_by, **best,
+                             "last_step": trainer.state.global_step})
+    if is_main_process():
+        train_log.write({"event": "end", **run_cost(trainer.state.log_history)})
     return trainer
+
+
+def run_cost(log_history: list[dict]) -> dict:
+    """Train time (Trainer's train_runtime, this session) and peak memory: the GPU's allocator peak, or the
+    process's peak resident memory on CPU. What a sweep summary compares."""
+    import resource
+
+    import torch
+
+    runtime = next((r["train_runtime"] for r in reversed(log_history) if "train_runtime" in r), None)
+    if torch.cuda.is_available():
+        return {"train_runtime": runtime, "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30,
+                "memory": "gpu"}
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    return {"train_runtime": runtime, "peak_memory_gb": rss_kb / 2**20, "memory": "cpu_rss"}
 
 
 def resume_command(cfg, run_dir: Path) -> str:

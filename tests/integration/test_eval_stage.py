@@ -54,7 +54,7 @@ def test_a_predictions_file_is_scored_without_a_model(tmp_path, monkeypatch):
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr("lora_llava.models.load.load_adapted", no_model)
-    monkeypatch.setattr("lora_llava.eval.stage.generate", no_model)
+    monkeypatch.setattr("lora_llava.eval.answers.generate", no_model)
     cfg = smoke_config("stages=[eval]", "eval.limit=40", f"eval.predictions={tmp_path / 'answers.jsonl'}",
                        "eval.metadata_fields=[question_type]")
     test = load_splits(cfg.data)["test"][:40]

@@ -11,7 +11,8 @@ def test_own_keys_are_split_from_config_overrides():
     own, overrides = split_args(["recipe=smoke", "adapter=out/adapter", "image=cat.png",
                                  "question=What is it?", "--interactive", "max_new_tokens=12",
                                  "model.dtype=float32"])
-    assert own == {"image": "cat.png", "question": "What is it?", "interactive": True, "max_new_tokens": 12}
+    assert own == {"image": "cat.png", "question": "What is it?", "interactive": True, "max_new_tokens": 12,
+                   "endpoint": None, "served_model": None}
     assert overrides == ["recipe=smoke", "adapter=out/adapter", "model.dtype=float32"]
     assert split_args(["interactive=false"])[0]["interactive"] is False
 
