@@ -18,7 +18,8 @@ COMPARED = ("model", "quant", "peft", "data", "train")
 # Changes that alter neither the trained weights nor the data: no need to list them.
 FREE = {"train.resume", "train.resume_changes", "train.overwrite", "train.logging_steps", "train.save_steps",
         "train.save_total_limit", "train.eval_steps", "train.report_to", "train.not_learning_steps",
-        "data.num_workers", "data.image_cache", "data.image_cache_dir", "data.image_cache_gb"}
+        "data.num_workers", "data.image_cache", "data.image_cache_dir", "data.image_cache_gb",
+        "train.eval_metric", "train.eval_metric_limit", "train.best_by", "train.patience"}
 # Changes a resume can honour. The learning rates are applied here; the others are read afresh by the Trainer.
 ALLOWED = ("learning_rate", "projector_learning_rate", "max_grad_norm", "epochs", "max_steps")
 LEARNING_RATES = {"learning_rate": "adapters", "projector_learning_rate": "projector"}
