@@ -308,10 +308,7 @@ def uses_endpoint(cfg) -> bool:
 
 
 def check_endpoint_use(cfg) -> None:
-    """What generate and the judge need, checked before any stage runs (not after hours of training)."""
-    import os
-    from importlib.util import find_spec
-
+    """The values generate and the judge need, checked before any stage runs (not after hours of training)."""
     bad = [k for k in cfg.generate.kinds if k not in GENERATE_KINDS]
     if bad or not cfg.generate.kinds:
         raise ValueError(f"generate.kinds={list(cfg.generate.kinds)}: choose one or more of {', '.join(GENERATE_KINDS)}")
@@ -321,6 +318,14 @@ def check_endpoint_use(cfg) -> None:
         raise ValueError("endpoint.max_concurrency must be >= 1 and endpoint.requests_per_minute > 0 (or null)")
     if "generate" in cfg.stages:
         check_generate_inputs(cfg)
+
+
+def check_endpoint_ready(cfg) -> None:
+    """The environment an endpoint stage needs (the openai package, the key's variable), checked when a run
+    starts rather than after hours of training. Not part of check_values: composing needs no key."""
+    import os
+    from importlib.util import find_spec
+
     if not uses_endpoint(cfg):
         return
     if find_spec("openai") is None:

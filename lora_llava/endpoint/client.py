@@ -145,22 +145,26 @@ class Endpoint:
         self.usage = Usage(cfg.price_per_1k_input or 0.0, cfg.price_per_1k_output or 0.0)
         self.limiter = RateLimiter(cfg.requests_per_minute)
         self._client = None
+        self._client_lock = threading.Lock()
 
     @property
     def client(self):
-        if self._client is None:
-            try:
-                from openai import OpenAI
-            except ImportError:
-                raise UserError("the endpoint client needs the openai package: "
-                                "pip install 'lora_llava[endpoint]'") from None
-            env = self.cfg.api_key_env
-            key = os.environ.get(env) if env else None
-            if env and not key:
-                raise UserError(f"endpoint.api_key_env={env}: the environment variable {env} is not set")
-            # Local servers (vLLM, transformers serve, llama.cpp) take any key; the client insists on one.
-            self._client = OpenAI(base_url=self.cfg.base_url, api_key=key or "none",
-                                  timeout=self.cfg.timeout, max_retries=0)
+        with self._client_lock:  # one client for every worker thread (its connection pool is thread-safe)
+            return self._client or self._make_client()
+
+    def _make_client(self):
+        try:
+            from openai import OpenAI
+        except ImportError:
+            raise UserError("the endpoint client needs the openai package: "
+                            "pip install 'lora_llava[endpoint]'") from None
+        env = self.cfg.api_key_env
+        key = os.environ.get(env) if env else None
+        if env and not key:
+            raise UserError(f"endpoint.api_key_env={env}: the environment variable {env} is not set")
+        # Local servers (vLLM, transformers serve, llama.cpp) take any key; the client insists on one.
+        self._client = OpenAI(base_url=self.cfg.base_url, api_key=key or "none",
+                              timeout=self.cfg.timeout, max_retries=0)
         return self._client
 
     def params(self, max_tokens: int) -> dict:
@@ -204,6 +208,7 @@ class Endpoint:
         return Reply(text, usage.prompt_tokens or 0, usage.completion_tokens or 0)
 
     def _with_retries(self, send) -> Reply:
+        self.client  # built (and openai imported) before the rate limiter starts timing
         for attempt in range(self.cfg.max_retries + 1):
             self.limiter.wait()
             try:
