@@ -3,7 +3,7 @@
 - `ScriptedServer`: a stdlib `http.server` speaking the Chat Completions protocol (plain JSON or server-sent
   events when the request streams) in a thread. A script (request body, request number) -> action decides each
   answer: `reply(text)`, `status(code, headers)`, `stall(seconds)`, `drop()` (the connection closes half-way
-  through the body). Every request is recorded with its headers, arrival time and number.
+  through the body). Every request is recorded with its headers (names lower-cased), arrival time and number.
 - `transformers_serve(model_dir)`: `transformers serve` (transformers' own OpenAI-compatible server) on a
   free port, as a subprocess, for protocol compatibility; `servable_tiny_llava()` gives it the tiny LLaVA with
   a chat template (the tiny processor has none, and `transformers serve` renders prompts through it).
@@ -76,7 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-        seen = self.server.record(body, dict(self.headers))
+        seen = self.server.record(body, {k.lower(): v for k, v in self.headers.items()})
         try:
             self.act(self.server.script(body, seen.number), body)
         finally:
