@@ -18,7 +18,8 @@ NOTES = {7: "Note: reply without markers.", 8: "Note: mention the box."}
 
 
 def annotated_images(folder: Path, n: int = 20) -> Path:
-    """n images with a caption and a pixel box each, and annotations.jsonl describing them."""
+    """n images with captions (the second one makes every request distinct) and a pixel box each, and
+    annotations.jsonl describing them."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
@@ -26,7 +27,7 @@ def annotated_images(folder: Path, n: int = 20) -> Path:
         draw(shape, color, place, 32, random.Random(i)).save(folder / f"img{i:02d}.png")
         x0 = 16 if place.endswith("right") else 0
         y0 = 16 if place.startswith("bottom") else 0
-        rows.append({"image": f"img{i:02d}.png", "captions": [f"A {color} {shape} in the {place}."],
+        rows.append({"image": f"img{i:02d}.png", "captions": [f"A {color} {shape} in the {place}.", f"Picture {i}."],
                      "boxes": [{"label": shape, "box": [x0, y0, x0 + 15, y0 + 15]}], "text": NOTES.get(i, "")})
     with open(folder / "annotations.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)

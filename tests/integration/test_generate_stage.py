@@ -74,12 +74,3 @@ def test_killed_run_resends_only_missing_requests(tmp_path):
     for proc in (resumed, uninterrupted):
         assert KEY not in proc.stdout + proc.stderr
 
-
-def test_dry_run_sends_nothing(tmp_path):
-    annotations = annotated_images(tmp_path / "images", n=4)
-    with scripted_server(writer) as server:
-        proc = run(command(tmp_path / "dry", server, annotations, "generate.dry_run=true",
-                           "endpoint.api_key_env=null"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert server.count == 0
-    assert "dry run: 8 requests" in proc.stdout and "A red circle in the top left." in proc.stdout
