@@ -66,7 +66,7 @@ def judge(body: dict, number: int) -> dict:
     """A judge: answer 1 (the reference) scores 8; answer 2 scores 8 when it equals the reference, else 4;
     a candidate saying "???" gets a judgment without scores."""
     text = last_text(body)
-    reference = re.search(r"\[Answer 1\]\n(.*?)\n\n\[Answer 2\]", text, re.S).group(1)
+    reference = re.search(r"\[Answer 1\]\n(.*?)\n\n\[Answer 2\]", text, re.DOTALL).group(1)
     candidate = text.split("[Answer 2]\n", 1)[1]
     if candidate == "???":
         return reply("Both answers are hard to compare.")

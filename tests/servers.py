@@ -69,7 +69,7 @@ def chunks(body: dict, text: str, usage: tuple[int, int]) -> list[dict]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "ScriptedServer"
+    server: ScriptedServer
 
     def log_message(self, *args):  # keep test output clean
         pass

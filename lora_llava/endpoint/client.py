@@ -208,7 +208,7 @@ class Endpoint:
         return Reply(text, usage.prompt_tokens or 0, usage.completion_tokens or 0)
 
     def _with_retries(self, send) -> Reply:
-        self.client  # built (and openai imported) before the rate limiter starts timing
+        _ = self.client  # built (and openai imported) before the rate limiter starts timing
         for attempt in range(self.cfg.max_retries + 1):
             self.limiter.wait()
             try:

@@ -157,7 +157,8 @@ def generate_stage(cfg, ctx) -> None:
     endpoint = Endpoint(cfg.endpoint, Path(cfg.endpoint.cache_dir or gen_dir) / "cache.jsonl")
     replies = endpoint.run_all([(m, cfg.generate.max_tokens) for _, _, m in jobs], "generate")
     records, rejects = collect(jobs, replies, cfg)
-    bad = dict((r["id"], reason) for r, reason in screen_records(records, cfg, ctx.processor or load_processor(cfg.model)))
+    processor = ctx.processor or load_processor(cfg.model)
+    bad = {r["id"]: reason for r, reason in screen_records(records, cfg, processor)}
     rejects += [{"id": r["id"], "image": r["image"], "kind": r["kind"], "reason": bad[r["id"]],
                  "raw": r["conversations"]} for r in records if r["id"] in bad]
     records = [r for r in records if r["id"] not in bad]

@@ -86,11 +86,11 @@ def render_markdown(metrics: dict, title: str, chart: str | None = None) -> str:
 def arbitration_lines(arb: dict | None) -> list[str]:
     if not arb:
         return []
-    return ["", "## Arbitration (the judge picks where the two systems disagree)", "",
-            "| ours % | other % | arbitrated % | disagreements | ours won | other won | unresolved (ours kept) |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {percent(arb['ours'])} | {percent(arb['other'])} | {percent(arb['arbitrated'])} | "
-            f"{arb['disagreements']} | {arb['ours_won']} | {arb['other_won']} | {arb['unresolved']} |"]
+    header = "| ours % | other % | arbitrated % | disagreements | ours won | other won | unresolved (ours kept) |"
+    row = (f"| {percent(arb['ours'])} | {percent(arb['other'])} | {percent(arb['arbitrated'])} | "
+           f"{arb['disagreements']} | {arb['ours_won']} | {arb['other_won']} | {arb['unresolved']} |")
+    return ["", "## Arbitration (the judge picks where the two systems disagree)", "", header,
+            "|---:|---:|---:|---:|---:|---:|---:|", row]
 
 
 def score_cell(value: float | None) -> str:
@@ -99,9 +99,10 @@ def score_cell(value: float | None) -> str:
 
 def render_judge(metrics: dict, title: str, chart: str | None = None) -> str:
     """LLaVA-Bench's table: relative score (candidate mean / reference mean x 100) overall and per category."""
-    lines = [f"# {title}", "", f"**Relative score {score_cell(metrics['relative_score'])}** (the model's mean "
-             f"judge score over the reference answers' x 100) on {metrics['n']} questions; "
-             f"{metrics['unparsed']} judgments unparsed (left out).", "",
+    summary = (f"**Relative score {score_cell(metrics['relative_score'])}** (the model's mean judge score over the "
+               f"reference answers' x 100) on {metrics['n']} questions; {metrics['unparsed']} judgments unparsed "
+               "(left out).")
+    lines = [f"# {title}", "", summary, "",
              "| category | relative score | model mean | reference mean | judged | n |",
              "|---|---:|---:|---:|---:|---:|"]
     groups = [("**overall**", metrics), *metrics["by_category"].items()]

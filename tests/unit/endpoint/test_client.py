@@ -1,6 +1,8 @@
 """The endpoint client against a scripted HTTP server on localhost: faults, retries, limits, cache, cost.
 No mocking: the openai package talks HTTP to a real socket."""
 
+from itertools import pairwise
+
 import pytest
 
 from lora_llava.endpoint.client import Endpoint, EndpointError, RequestFailed
@@ -62,9 +64,8 @@ def test_malformed_request_is_not_retried(tmp_path):
 
 
 def test_refused_key_stops_the_stage(tmp_path):
-    with scripted_server(script_of(then=status(401))) as server:
-        with pytest.raises(EndpointError, match="401"):
-            endpoint(server, tmp_path).run_all([(MESSAGES, 32)] * 3, "test")
+    with scripted_server(script_of(then=status(401))) as server, pytest.raises(EndpointError, match="401"):
+        endpoint(server, tmp_path).run_all([(MESSAGES, 32)] * 3, "test")
 
 
 def test_concurrency_is_bounded_and_order_kept(tmp_path):
@@ -84,7 +85,7 @@ def test_requests_per_minute(tmp_path):
         endpoint(server, tmp_path, "endpoint.requests_per_minute=300", "endpoint.max_concurrency=4").run_all(
             jobs, "test")
     starts = sorted(s.at for s in server.seen)
-    assert all(b - a >= 0.19 for a, b in zip(starts, starts[1:]))  # 300 a minute: one every 0.2 s
+    assert all(b - a >= 0.19 for a, b in pairwise(starts))  # 300 a minute: one every 0.2 s
 
 
 def test_cache_answers_repeats_and_costs_once(tmp_path):
