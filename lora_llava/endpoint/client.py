@@ -162,6 +162,9 @@ class Endpoint:
         key = os.environ.get(env) if env else None
         if env and not key:
             raise UserError(f"endpoint.api_key_env={env}: the environment variable {env} is not set")
+        # One INFO line per request from the HTTP library would swamp the run's log; failures are ours to report.
+        for name in ("httpx", "httpx2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         # Local servers (vLLM, transformers serve, llama.cpp) take any key; the client insists on one.
         self._client = OpenAI(base_url=self.cfg.base_url, api_key=key or "none",
                               timeout=self.cfg.timeout, max_retries=0)

@@ -122,6 +122,8 @@ def arbitrate(samples, prompts, ours: list[str], theirs: list[str], parse, is_co
               judge_cfg) -> tuple[list[dict], dict]:
     """Where the parsed answers differ, the judge picks one; where it cannot (unparsed judgment, failed request)
     ours stands and the question counts as unresolved. Returns (rows, counts)."""
+    if not samples:
+        raise ValueError("arbitration: no questions to arbitrate (check eval.split / eval.limit)")
     ask = [i for i, (a, b) in enumerate(zip(ours, theirs)) if parse(a) != parse(b)]
     jobs = [(arbitrate_messages(judge_cfg, question_text(prompts[i]), (ours[i], theirs[i])), judge_cfg.max_tokens)
             for i in ask]

@@ -96,3 +96,27 @@ def test_arbitration_counts_exact(tmp_path):
     assert arbitration["ours"] == pytest.approx(4 / 6) and arbitration["other"] == pytest.approx(2 / 6)
     assert arbitration["arbitrated"] == pytest.approx(5 / 6)
     assert "ours won 2, other won 1, unresolved 1" in proc.stdout
+
+
+def test_references_from_the_endpoint_are_asked_once(tmp_path):
+    data = [conversation(f"q{i}", "detail", f"Describe picture {i}.", "unused") for i in range(3)]
+    (tmp_path / "test.json").write_text(json.dumps(data))
+    predictions = write_jsonl(tmp_path / "answers.jsonl", [{"question_id": "q0", "text": "REFERENCE q0"},
+                                                           {"question_id": "q1", "text": "other"},
+                                                           {"question_id": "q2", "text": "REFERENCE q2"}])
+
+    def script(body, number):  # references first, then the scripted judge
+        if "[Answer 1]" in str(body["messages"][-1]["content"]):
+            return judge(body, number)
+        return reply("REFERENCE q" + re.search(r"picture (\d)", body["messages"][-1]["content"]).group(1))
+
+    overrides = ["stages=[eval]", f"generate.output={tmp_path / 'test.json'}", f"generate.image_root={tmp_path}",
+                 "eval.split=test", "model=tiny", f"eval.predictions={predictions}", "eval.judge.reference=endpoint",
+                 "endpoint.api_key_env=null"]
+    with scripted_server(script) as server:
+        for run_name in ("first", "second"):  # the second run shares the cache: nothing is sent again
+            cfg = compose("instruct", [*overrides, f"endpoint.base_url={server.url}",
+                                       f"endpoint.cache_dir={tmp_path / 'cache'}"])
+            metrics = run(cfg, tmp_path / run_name).metrics
+            assert metrics["relative_score"] == pytest.approx(100 * (8 + 4 + 8) / 3 / 8)
+    assert server.count == 6  # three references and three judgments, once

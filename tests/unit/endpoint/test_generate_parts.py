@@ -133,3 +133,21 @@ def test_missing_openai_package_says_which_extra(monkeypatch, tmp_path):
     endpoint = Endpoint(compose("smoke", ["endpoint.api_key_env=null"]).endpoint, tmp_path / "cache.jsonl")
     with pytest.raises(UserError, match=r"pip install 'lora_llava\[endpoint\]'"):
         _ = endpoint.client
+
+
+def test_send_image_puts_the_image_in_the_request(tmp_path):
+    from PIL import Image
+
+    from lora_llava.endpoint.annotations import Note
+    from lora_llava.endpoint.generate import messages_for
+
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "a.png")
+    note = Note("a", "a.png", ["A red square."])
+    plain = messages_for(note, "detail", gen_cfg(image_root=str(tmp_path)))
+    assert plain[-1] == {"role": "user", "content": "A red square."}
+    assert [m["role"] for m in plain] == ["system", "user", "assistant", "user"]  # the seed is a worked example
+    text, image = messages_for(note, "detail", gen_cfg(image_root=str(tmp_path), send_image=True))[-1]["content"]
+    assert text == {"type": "text", "text": "A red square."}
+    assert image["image_url"]["url"].startswith("data:image/png;base64,iVBOR")
+    with pytest.raises(DataError, match="not found"):
+        messages_for(Note("b", "b.png"), "detail", gen_cfg(image_root=str(tmp_path), send_image=True))
