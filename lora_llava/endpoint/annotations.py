@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lora_llava.data.llava_json import as_list, read_jsonl
 from lora_llava.errors import DataError
 
 
@@ -58,12 +59,6 @@ def fractions(box: list, size: tuple[int, int] | None, where: str) -> list[float
     return [values[0] / width, values[1] / height, values[2] / width, values[3] / height]
 
 
-def as_list(value) -> list:
-    if value in (None, ""):
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
 def note_from_row(row: dict, where: str, image_root: str | None, csv_row: bool) -> Note:
     if not isinstance(row, dict) or not row.get("image"):
         raise DataError(f"{where}: every row needs an `image` path (got {row!r:.120})")
@@ -93,17 +88,8 @@ def read_table(path: Path, image_root: str | None) -> list[Note]:
         with open(path, encoding="utf-8", newline="") as f:
             return [note_from_row(r, f"{path}, row {i}", image_root, True)
                     for i, r in enumerate(csv.DictReader(f), 2)]
-    notes = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}, line {number}: not valid JSON ({err})") from None
-            notes.append(note_from_row(row, f"{path}, line {number}", image_root, False))
-    return notes
+    lines = [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    return [note_from_row(row, f"{path}, line {n}", image_root, False) for n, row in zip(lines, read_jsonl(path))]
 
 
 def read_coco(captions_file: Path, instances_file: Path | None) -> list[Note]:
