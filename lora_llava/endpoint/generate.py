@@ -153,11 +153,11 @@ def generate_stage(cfg, ctx) -> None:
     if cfg.generate.dry_run:
         ctx.extra["generate"] = dry_run(cfg, jobs)
         return
+    processor = ctx.processor or load_processor(cfg.model)  # before any request: it screens the records
     gen_dir = ctx.run_dir / "generated"
     endpoint = Endpoint(cfg.endpoint, Path(cfg.endpoint.cache_dir or gen_dir) / "cache.jsonl")
     replies = endpoint.run_all([(m, cfg.generate.max_tokens) for _, _, m in jobs], "generate")
     records, rejects = collect(jobs, replies, cfg)
-    processor = ctx.processor or load_processor(cfg.model)
     bad = {r["id"]: reason for r, reason in screen_records(records, cfg, processor)}
     rejects += [{"id": r["id"], "image": r["image"], "kind": r["kind"], "reason": bad[r["id"]],
                  "raw": r["conversations"]} for r in records if r["id"] in bad]
