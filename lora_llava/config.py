@@ -326,13 +326,15 @@ def check_endpoint_ready(cfg) -> None:
     import os
     from importlib.util import find_spec
 
+    from lora_llava.errors import ConfigError
+
     if not uses_endpoint(cfg):
         return
     if find_spec("openai") is None:
-        raise ValueError("the endpoint client needs the openai package: pip install 'lora_llava[endpoint]'")
+        raise ConfigError("the endpoint client needs the openai package: pip install 'lora_llava[endpoint]'")
     env = cfg.endpoint.api_key_env
     if env and not os.environ.get(env):
-        raise ValueError(f"endpoint.api_key_env={env}: the environment variable {env} is not set; export it, "
+        raise ConfigError(f"endpoint.api_key_env={env}: the environment variable {env} is not set; export it, "
                          "or pass endpoint.api_key_env=null for a server that needs no key")
 
 
