@@ -14,7 +14,8 @@ from hydra.core.config_store import ConfigStore
 
 from lora_llava.errors import ConfigError
 
-STAGES = ("validate", "plan", "train", "eval", "compare", "export", "push")
+STAGES = ("generate", "validate", "plan", "train", "eval", "compare", "export", "push")
+GENERATE_KINDS = ("conversation", "detail", "complex")
 
 
 @dataclass
@@ -157,8 +158,22 @@ class TrainConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """eval.scorer=judge (LLaVA-Bench style) and ScienceQA arbitration; the endpoint is `endpoint.*`."""
+
+    reference: str = "data"  # data: the sample's answer | endpoint: written by the endpoint once, cached
+    send_image: bool = False  # show the judge the image itself (a vision-capable endpoint)
+    category_field: str = "kind"  # meta field the relative score is broken down by
+    prompts_dir: Optional[str] = None  # a team's own judge prompts (same file names); null: the built-in ones
+    max_tokens: int = 512
+    # ScienceQA: another system's answers (question_id + text per line); where its answer differs from ours,
+    # the judge picks one. Used with eval.scorer=scienceqa.
+    arbitrate_with: Optional[str] = None
+
+
+@dataclass
 class EvalConfig:
-    scorer: str = "exact"  # exact | scienceqa | qa
+    scorer: str = "exact"  # exact | scienceqa | qa | judge
     split: str = "test"
     batch_size: int = 8
     max_new_tokens: int = 16
@@ -166,6 +181,46 @@ class EvalConfig:
     predictions: Optional[str] = None  # score an existing predictions file instead of generating
     answer_suffix: Optional[str] = None  # appended to the last user turn at inference (LLaVA's instruction)
     metadata_fields: list[str] = field(default_factory=list)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+
+
+@dataclass
+class EndpointConfig:
+    """Any OpenAI-compatible Chat Completions server, shared by `generate` and the judge."""
+
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    api_key_env: Optional[str] = "OPENAI_API_KEY"  # the variable holding the key; null: a server without keys
+    max_concurrency: int = 4
+    timeout: float = 120.0  # seconds per request
+    max_retries: int = 6
+    backoff_base: float = 2.0  # seconds before the first retry; doubled each time, with jitter
+    backoff_max: float = 60.0
+    requests_per_minute: Optional[float] = None
+    price_per_1k_input: Optional[float] = None
+    price_per_1k_output: Optional[float] = None
+    temperature: float = 0.2
+    seed: Optional[int] = None
+    stream: bool = False
+    cache_dir: Optional[str] = None  # null: beside the stage's output in the run directory
+
+
+@dataclass
+class GenerateConfig:
+    """stages=[generate]: LLaVA instruction data written by `endpoint.*` from a team's annotations."""
+
+    annotations: Optional[str] = None  # JSONL/CSV: image + captions / boxes / text
+    coco_captions: Optional[str] = None  # or COCO captions_*.json (+ instances_*.json for boxes)
+    coco_instances: Optional[str] = None
+    image_root: Optional[str] = None
+    kinds: list[str] = field(default_factory=lambda: list(GENERATE_KINDS))
+    output: Optional[str] = None  # null: <run dir>/generated/llava.json
+    prompts_dir: Optional[str] = None  # a team's own prompts and seeds (same file names); null: built-in
+    send_image: bool = False
+    max_tokens: int = 1024
+    limit: Optional[int] = None  # first N images
+    dry_run: bool = False
+    forbidden: list[str] = field(default_factory=lambda: ["bounding box", "coordinates", "annotation"])
 
 
 @dataclass
@@ -231,6 +286,8 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     hub: HubConfig = field(default_factory=HubConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried into the model card
 
 
@@ -245,6 +302,8 @@ GROUP_SCHEMAS = {
     "export": ExportConfig,
     "hub": HubConfig,
     "plan": PlanConfig,
+    "endpoint": EndpointConfig,
+    "generate": GenerateConfig,
 }
 
 
@@ -266,7 +325,7 @@ def check_values(cfg) -> None:
         "data.image_placement": ("keep", "front"),
         "hub.what": ("adapter", "merged"),
         "export.dtype": ("bfloat16", "float16", "float32"),
-        "eval.scorer": ("exact", "scienceqa", "qa"),
+        "eval.scorer": ("exact", "scienceqa", "qa", "judge"),
         "model.dtype": ("auto", "bfloat16", "float16", "float32"),
         "model.base_check": ("refuse", "warn"),
     }
@@ -297,6 +356,55 @@ def check_values(cfg) -> None:
                           "(export.merge=true; `vllm serve <run>/merged`), or train with peft.train_projector=false")
     if "push" in cfg.stages and not cfg.hub.dry_run and not cfg.hub.repo_id:
         raise ValueError("stages has push but hub.repo_id is not set: pass hub.repo_id=ORG/NAME (or hub.dry_run=true)")
+    check_endpoint_use(cfg)
+
+
+def uses_endpoint(cfg) -> bool:
+    judged = "eval" in cfg.stages and (cfg.eval.scorer == "judge" or bool(cfg.eval.judge.arbitrate_with))
+    return ("generate" in cfg.stages and not cfg.generate.dry_run) or judged
+
+
+def check_endpoint_use(cfg) -> None:
+    """The values generate and the judge need, checked before any stage runs (not after hours of training)."""
+    bad = [k for k in cfg.generate.kinds if k not in GENERATE_KINDS]
+    if bad or not cfg.generate.kinds:
+        raise ValueError(f"generate.kinds={list(cfg.generate.kinds)}: choose one or more of {', '.join(GENERATE_KINDS)}")
+    if cfg.eval.judge.reference not in ("data", "endpoint"):
+        raise ValueError(f"eval.judge.reference={cfg.eval.judge.reference!r} is not one of data, endpoint")
+    if cfg.endpoint.max_concurrency < 1 or (cfg.endpoint.requests_per_minute or 1) <= 0:
+        raise ValueError("endpoint.max_concurrency must be >= 1 and endpoint.requests_per_minute > 0 (or null)")
+    if "generate" in cfg.stages:
+        check_generate_inputs(cfg)
+
+
+def check_endpoint_ready(cfg) -> None:
+    """The environment an endpoint stage needs (the openai package, the key's variable), checked when a run
+    starts rather than after hours of training. Not part of check_values: composing needs no key."""
+    import os
+    from importlib.util import find_spec
+
+    from lora_llava.errors import ConfigError
+
+    if not uses_endpoint(cfg):
+        return
+    if find_spec("openai") is None:
+        raise ConfigError("the endpoint client needs the openai package: pip install 'lora_llava[endpoint]'")
+    env = cfg.endpoint.api_key_env
+    if env and not os.environ.get(env):
+        raise ConfigError(f"endpoint.api_key_env={env}: the environment variable {env} is not set; export it, "
+                         "or pass endpoint.api_key_env=null for a server that needs no key")
+
+
+def check_generate_inputs(cfg) -> None:
+    gen = cfg.generate
+    if bool(gen.annotations) == bool(gen.coco_captions):
+        raise ValueError("stages has generate: set generate.annotations=FILE (JSONL/CSV) or "
+                         "generate.coco_captions=FILE (COCO captions JSON), one of the two")
+    later = [s for s in cfg.stages[cfg.stages.index("generate") + 1:] if s in ("validate", "plan", "train", "eval")]
+    if later and not gen.dry_run and (not gen.output or cfg.data.path != gen.output):
+        raise ValueError(f"stages runs {', '.join(later)} after generate: they read data.path, so set "
+                         f"generate.output=FILE and data.path=FILE to the same file (now {gen.output} and "
+                         f"{cfg.data.path})")
 
 
 ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")

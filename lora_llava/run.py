@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig
 
-from lora_llava.config import check_levers, check_values
+from lora_llava.config import check_endpoint_ready, check_levers, check_values
 from lora_llava.distributed import is_main_process
 from lora_llava.rundir import claimed
 
@@ -30,7 +30,9 @@ class RunContext:
 
 def _stage(name: str) -> Callable[[DictConfig, RunContext], None]:
     # Imported lazily so that `--cfg job` and config errors never pay for torch/transformers imports.
-    if name == "train":
+    if name == "generate":
+        from lora_llava.endpoint.generate import generate_stage as fn
+    elif name == "train":
         from lora_llava.train.stage import train_stage as fn
     elif name == "eval":
         from lora_llava.eval.stage import eval_stage as fn
@@ -52,6 +54,7 @@ def _stage(name: str) -> Callable[[DictConfig, RunContext], None]:
 def run(cfg: DictConfig, run_dir: str | Path) -> RunContext:
     check_values(cfg)
     check_levers(cfg)  # optional packages and GPU levers, before any stage loads a model
+    check_endpoint_ready(cfg)
     ctx = RunContext(run_dir=Path(run_dir))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     with claimed(cfg, ctx.run_dir):  # locked, and checked that this command may write there (rundir.py)

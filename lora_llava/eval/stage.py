@@ -8,8 +8,9 @@ import logging
 from pathlib import Path
 
 from lora_llava.data.samples import Sample, with_suffix
-from lora_llava.eval.answers import answer_and_score, split_samples
-from lora_llava.eval.scoring import score
+from lora_llava.eval.answers import split_samples
+from lora_llava.eval.generate import generate
+from lora_llava.eval.scoring import build_scorer, score
 from lora_llava.eval.scoring.report import write_results
 
 log = logging.getLogger("lora_llava")
@@ -55,18 +56,52 @@ def eval_samples(cfg) -> list[Sample]:
         raise ValueError(f"eval.split={cfg.eval.split!r}: {err}") from None
 
 
-def evaluate(cfg, model, processor, samples: list[Sample]) -> tuple[list[dict], dict]:
-    """Generate answers for `samples` and score them."""
-    return answer_and_score(model, processor, samples, cfg.eval, cfg.data)
+def scorer_for(cfg, eval_dir: Path):
+    return build_scorer(cfg.eval, cfg.endpoint, eval_dir, cfg.data.image_root)
 
 
-def score_file(cfg, samples: list[Sample]) -> tuple[list[dict], dict]:
-    """Score an existing predictions file; no model is loaded."""
+def evaluate(cfg, model, processor, samples: list[Sample], eval_dir: Path | None = None):
+    """Generate answers for `samples` and score them: (rows, metrics, outputs, prompts)."""
+    prompts = [with_suffix(s, cfg.eval.answer_suffix) for s in samples]
+    outputs = generate(model, processor, prompts, cfg.eval.batch_size, cfg.eval.max_new_tokens,
+                       cfg.data.system_prompt, cfg.data.image_root)
+    texts = [p.prompt_turns()[-1].text for p in prompts]
+    rows, metrics = score(scorer_for(cfg, eval_dir or Path("eval")), samples, outputs, texts,
+                          cfg.eval.metadata_fields)
+    return rows, metrics, outputs, texts
+
+
+def score_file(cfg, samples: list[Sample], eval_dir: Path | None = None):
+    """Score an existing predictions file; no model is loaded. (rows, metrics, outputs, prompts)."""
     outputs, missing = read_predictions(cfg.eval.predictions, samples)
     prompts = [with_suffix(s, cfg.eval.answer_suffix).prompt_turns()[-1].text for s in samples]
-    rows, metrics = score(cfg.eval.scorer, samples, outputs, prompts, cfg.eval.metadata_fields)
+    rows, metrics = score(scorer_for(cfg, eval_dir or Path("eval")), samples, outputs, prompts,
+                          cfg.eval.metadata_fields)
     metrics["missing"] = missing
-    return rows, metrics
+    return rows, metrics, outputs, prompts
+
+
+def arbitration(cfg, samples, prompts, outputs, eval_dir: Path) -> dict:
+    """ScienceQA with another system's answers: where they differ from ours the judge picks (endpoint/judge.py)."""
+    import json
+
+    from lora_llava.endpoint.client import Endpoint
+    from lora_llava.endpoint.judge import arbitrate
+    from lora_llava.eval.scoring.scienceqa import is_correct, parse_answer
+
+    if cfg.eval.scorer != "scienceqa":
+        raise ValueError(f"eval.judge.arbitrate_with works with eval.scorer=scienceqa, not {cfg.eval.scorer}")
+    theirs, _ = read_predictions(cfg.eval.judge.arbitrate_with, samples)
+    endpoint = Endpoint(cfg.endpoint, Path(cfg.endpoint.cache_dir or eval_dir) / "judge_cache.jsonl")
+    rows, metrics = arbitrate(samples, prompts, outputs, theirs, parse_answer, is_correct, endpoint, cfg.eval.judge)
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    with open(eval_dir / "arbitration.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    print(f"arbitration with {cfg.eval.judge.arbitrate_with}: ours {metrics['ours']:.4f}, other "
+          f"{metrics['other']:.4f}, arbitrated {metrics['arbitrated']:.4f}; {metrics['disagreements']} "
+          f"disagreements: ours won {metrics['ours_won']}, other won {metrics['other_won']}, "
+          f"unresolved {metrics['unresolved']} (kept ours)")
+    return {**metrics, "usage": endpoint.usage.as_dict()}
 
 
 def eval_stage(cfg, ctx) -> None:
@@ -74,18 +109,29 @@ def eval_stage(cfg, ctx) -> None:
     from lora_llava.models.load import load_adapted
 
     samples = eval_samples(cfg)
+    eval_dir = ctx.run_dir / "eval"
     if cfg.eval.predictions:
         log.info("scoring %s against %d %s questions (no model)", cfg.eval.predictions, len(samples),
                  cfg.eval.split)
-        rows, metrics = score_file(cfg, samples)
+        rows, metrics, outputs, prompts = score_file(cfg, samples, eval_dir)
     else:
         if ctx.model is None:
             ctx.model, ctx.processor = load_adapted(cfg, cfg.adapter)
         samples = screen_split(samples, cfg.data, ctx.processor, ctx.run_dir, cfg.eval.split, generation=True)
-        rows, metrics = evaluate(cfg, ctx.model, ctx.processor, samples)
+        rows, metrics, outputs, prompts = evaluate(cfg, ctx.model, ctx.processor, samples, eval_dir)
+    if cfg.eval.judge.arbitrate_with:
+        metrics["arbitration"] = arbitration(cfg, samples, prompts, outputs, eval_dir)
     title = f"{cfg.recipe_name}: {cfg.eval.split} split, {cfg.eval.scorer} scorer"
-    write_results(ctx.run_dir / "eval", rows, metrics, title)
+    write_results(eval_dir, rows, metrics, title)
     ctx.metrics = metrics
-    log.info("eval on %s (%d samples): accuracy %.4f", cfg.eval.split, metrics["n"], metrics["accuracy"])
-    print(f"held-out accuracy: {metrics['accuracy']:.4f} on {metrics['n']} {cfg.eval.split} samples "
-          f"(report: {ctx.run_dir / 'eval' / 'report.md'})")
+    print(headline_line(metrics, cfg.eval.split) + f" (report: {eval_dir / 'report.md'})")
+
+
+def headline_line(metrics: dict, split: str) -> str:
+    if "relative_score" in metrics:
+        value = metrics["relative_score"]
+        shown = "none (no judgment parsed)" if value is None else f"{value:.1f}"
+        return (f"judge relative score: {shown} on {metrics['n']} {split} samples "
+                f"({metrics['unparsed']} judgments unparsed)")
+    log.info("eval on %s (%d samples): accuracy %.4f", split, metrics["n"], metrics["accuracy"])
+    return f"held-out accuracy: {metrics['accuracy']:.4f} on {metrics['n']} {split} samples"
