@@ -4,7 +4,7 @@ the plain TRL script a user writes from TRL's own VLM example, on the same model
     python -m benchmarks.epoch                          # CPU: the matched-FLOP model, 5 interleaved rounds
     python -m benchmarks.epoch --write-lengths mix.json # the length mix as numbers, for a machine without ../shared
     python -m benchmarks.epoch --gpu --lengths mix.json # a GPU: LLaVA-1.5-7B's exact shapes, bf16
-    python -m benchmarks.epoch --gpu --dry-run          # the GPU path on CPU (7B widths, one decoder layer, 2 rows)
+    python -m benchmarks.epoch --dry-run                # the GPU path on CPU (7B widths, one decoder layer, 2 rows)
 
 The mix: every ScienceQA test question (../shared/data/scienceqa/llava_test_CQM-A.json), tokenized with the real
 LLaVA-1.5 processor, 576 tokens per image (48% of the rows). `--rows N` rows are taken at evenly spaced quantiles of
@@ -99,8 +99,13 @@ def build_arm(arm: str, args, ctx):
     from lora_llava.models.adapters import apply_adapters
 
     torch.manual_seed(args.seed)
-    with torch.device(ctx.device):  # a copy: TRL writes the tokenizer's pad id into the model's config
-        model = LlavaForConditionalGeneration(copy.deepcopy(ctx.config)).to(ctx.dtype)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(ctx.dtype)  # random init straight into the compute dtype, on the device
+    try:
+        with torch.device(ctx.device):  # a copy: TRL writes the tokenizer's pad id into the model's config
+            model = LlavaForConditionalGeneration(copy.deepcopy(ctx.config))
+    finally:
+        torch.set_default_dtype(previous)
     checkpointing = arm == "ours" and ctx.plans["ours checkpointing"]
     model = apply_adapters(model, ctx.peft, False, checkpointing)  # TRL's arm: its SFTConfig turns it on
     scratch = Path(tempfile.mkdtemp(prefix=f"epoch-{arm}-", dir=ctx.scratch))
@@ -167,8 +172,8 @@ def model_for(args, config_7b, mix):
         shape = matched_shape(Shape.of(config_7b), mix_stats(mix), args.hidden, args.layers, args.mlp_ratio)
         return llava_config(shape, shape.vocab - 1, shape.vocab - 2), "cpu", torch.float32
     config = copy.deepcopy(config_7b)
-    if args.dry_run:
-        config.text_config.num_hidden_layers = 1
+    if args.dry_run:  # every width exact, depth cut: one decoder layer, two CLIP layers (feature layer -2)
+        config.text_config.num_hidden_layers, config.vision_config.num_hidden_layers = 1, 2
         return config, "cpu", torch.float32
     return config, "cuda", torch.bfloat16
 
@@ -176,7 +181,7 @@ def model_for(args, config_7b, mix):
 def setup(args) -> NS:
     from benchmarks.gpu import settings
     from benchmarks.matched import Shape, mix_stats, split, split_table
-    from benchmarks.mix import describe_mix, image_files, load_mix, pick, synthesize
+    from benchmarks.mix import image_files, load_mix, pick, synthesize
     from benchmarks.shapes import llava_15_7b_config
     from benchmarks.workload import load_processor, shared_dir
 
@@ -213,13 +218,13 @@ def header(args, ctx) -> str:
     return "\n".join([
         f"mix: {describe_mix(ctx.mix)} ({'--lengths' if args.lengths else 'ScienceQA test, real processor'})",
         f"run: {describe_mix(ctx.rows)}; synthesized lengths within {ctx.length_error} token(s)",
-        f"model: {ctx.shape} on {ctx.device} ({str(ctx.dtype).replace('torch.', '')}); 7B shapes from "
-        f"{ctx.config_source}",
+        (f"model: {ctx.shape} on {ctx.device} ({str(ctx.dtype).replace('torch.', '')}); 7B shapes from "
+        f"{ctx.config_source}"),
         ctx.split_table,
-        f"memory plan at LLaVA-1.5-7B, bf16 LoRA, micro-batch {args.batch_size} x {p['seq']} tokens, cap "
+        (f"memory plan at LLaVA-1.5-7B, bf16 LoRA, micro-batch {args.batch_size} x {p['seq']} tokens, cap "
         f"{p['cap_gb']} GiB: TRL settings {p['trl (checkpointing)']} GiB; ours {p['ours without checkpointing']} "
         f"GiB without checkpointing, {p['ours with checkpointing']} with -> checkpointing "
-        f"{'on' if p['ours checkpointing'] else 'off'}",
+        f"{'on' if p['ours checkpointing'] else 'off'}"),
         f"both arms: micro-batch {args.batch_size}, accumulation {args.accumulation}, one pass over the rows",
     ])
 
@@ -227,8 +232,8 @@ def header(args, ctx) -> str:
 def summary(results: dict, ctx) -> str:
     scale = len(ctx.mix) / len(ctx.rows)
     ratios = [o["seconds"] / t["seconds"] for t, o in zip(results["trl"], results["ours"])]
-    lines = [f"{'arm':<6}{'median s':>10}{'epoch-equivalent s':>20}{'real tokens':>13}{'positions':>11}"
-             f"{'padding':>9}"]
+    lines = [(f"{'arm':<6}{'median s':>10}{'epoch-equivalent s':>20}{'real tokens':>13}{'positions':>11}"
+             f"{'padding':>9}")]
     for arm in ARMS:
         runs = results[arm]
         seconds = statistics.median(r["seconds"] for r in runs)
@@ -241,7 +246,7 @@ def summary(results: dict, ctx) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=128, help="rows of the mix to train on (quantile-spaced)")
+    parser.add_argument("--rows", type=int, default=32, help="rows of the mix to train on (quantile-spaced)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--gpu-memory-gb", type=float, default=24.0)
     parser.add_argument("--batch-size", type=int, default=TRL_BATCH)
@@ -250,7 +255,7 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, default=1, help="matched model: decoder layers")
     parser.add_argument("--mlp-ratio", type=int, default=32, help="matched model: MLP width / hidden")
     parser.add_argument("--gpu", action="store_true", help="LLaVA-1.5-7B's exact shapes, bf16, on CUDA")
-    parser.add_argument("--dry-run", action="store_true", help="with --gpu: on CPU, one decoder layer")
+    parser.add_argument("--dry-run", action="store_true", help="the --gpu path on CPU: 7B widths, one decoder layer, 2 rows")
     parser.add_argument("--lengths", default=None, help="a --write-lengths file instead of ../shared")
     parser.add_argument("--write-lengths", default=None)
     parser.add_argument("--shared", default=None, help="../shared/data (default: beside the checkout)")
@@ -264,6 +269,11 @@ def main(argv=None):
     hf_logging.set_verbosity_error()
     ctx = setup(args)
     print(header(args, ctx), flush=True)
+    if ctx.device == "cuda":  # the cap, enforced: an arm that needs more fails with an out-of-memory error
+        import torch
+
+        total = torch.cuda.get_device_properties(0).total_memory / 1024**3
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.gpu_memory_gb / total))
     results = {arm: [] for arm in ARMS}
     for round_ in range(args.rounds):
         for arm in ARMS if round_ % 2 == 0 else ARMS[::-1]:  # interleaved, the order alternating

@@ -32,7 +32,7 @@ class Shape:
     patch_size: int
 
     @classmethod
-    def of(cls, config) -> "Shape":
+    def of(cls, config) -> Shape:
         t, v = config.text_config, config.vision_config
         head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
         return cls(t.hidden_size, t.intermediate_size, t.num_hidden_layers, t.num_attention_heads,

@@ -87,8 +87,8 @@ def eval_stage(cfg, ctx) -> None:
                  cfg.eval.split)
         rows, metrics = score_file(cfg, samples)
     else:
-        if ctx.model is None:
-            ctx.model, ctx.processor = load_adapted(cfg, cfg.adapter)
+        if ctx.model is None:  # no model in memory: adapter=, or the one this run's train stage saved
+            ctx.model, ctx.processor = load_adapted(cfg, cfg.adapter or (str(ctx.adapter_dir) if ctx.adapter_dir else None))
         samples = screen_split(samples, cfg.data, ctx.processor, ctx.run_dir, cfg.eval.split, generation=True)
         rows, metrics = evaluate(cfg, ctx.model, ctx.processor, samples)
     title = f"{cfg.recipe_name}: {cfg.eval.split} split, {cfg.eval.scorer} scorer"
