@@ -147,12 +147,12 @@ def run_arm(arm: str, args, ctx) -> dict:
     trainer = build_arm(arm, args, ctx)
     sync = torch.cuda.synchronize if ctx.device == "cuda" else (lambda: None)
     sync()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     trainer.train()
     sync()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     counted = trainer.data_collator
-    result = {"seconds": seconds, "tokens": counted.tokens, "positions": counted.positions,
+    result = {"seconds": seconds, "cpu_seconds": cpu_seconds, "tokens": counted.tokens, "positions": counted.positions,
               "padding": 1 - counted.tokens / counted.positions, "steps": trainer.state.global_step}
     del trainer
     gc.collect()
@@ -232,6 +232,7 @@ def header(args, ctx) -> str:
 def summary(results: dict, ctx) -> str:
     scale = len(ctx.mix) / len(ctx.rows)
     ratios = [o["seconds"] / t["seconds"] for t, o in zip(results["trl"], results["ours"])]
+    cpu_ratios = [o["cpu_seconds"] / t["cpu_seconds"] for t, o in zip(results["trl"], results["ours"])]
     lines = [(f"{'arm':<6}{'median s':>10}{'epoch-equivalent s':>20}{'real tokens':>13}{'positions':>11}"
              f"{'padding':>9}")]
     for arm in ARMS:
@@ -241,6 +242,8 @@ def summary(results: dict, ctx) -> str:
                      f"{runs[0]['positions']:11d}{runs[0]['padding']:9.1%}")
     lines.append(f"ours/TRL: median {statistics.median(ratios):.3f} over {len(ratios)} interleaved rounds "
                  f"(per round: {', '.join(f'{r:.3f}' for r in ratios)})")
+    lines.append(f"ours/TRL in process CPU time (insensitive to other load on a shared machine): median "
+                 f"{statistics.median(cpu_ratios):.3f} (per round: {', '.join(f'{r:.3f}' for r in cpu_ratios)})")
     return "\n".join(lines)
 
 
@@ -278,8 +281,10 @@ def main(argv=None):
     for round_ in range(args.rounds):
         for arm in ARMS if round_ % 2 == 0 else ARMS[::-1]:  # interleaved, the order alternating
             results[arm].append(run_arm(arm, args, ctx))
-        trl, ours = results["trl"][-1]["seconds"], results["ours"][-1]["seconds"]
-        print(f"round {round_ + 1}: trl {trl:.1f} s, ours {ours:.1f} s, ours/TRL {ours / trl:.3f}", flush=True)
+        trl, ours = results["trl"][-1], results["ours"][-1]
+        print(f"round {round_ + 1}: trl {trl['seconds']:.1f} s, ours {ours['seconds']:.1f} s, ours/TRL "
+              f"{ours['seconds'] / trl['seconds']:.3f} (process CPU time: trl {trl['cpu_seconds']:.1f} s, ours "
+              f"{ours['cpu_seconds']:.1f} s, ours/TRL {ours['cpu_seconds'] / trl['cpu_seconds']:.3f})", flush=True)
     text = summary(results, ctx)
     print(text)
     if args.json:

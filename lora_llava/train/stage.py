@@ -124,7 +124,7 @@ def train(cfg, run_dir: Path):
 
     from lora_llava.train.callbacks import check_trackers
     from lora_llava.train.fit import fit, plan_resume
-    from lora_llava.train.fsdp import check_fsdp_supported
+    from lora_llava.train.sharding import check_fsdp_supported
 
     run_dir = Path(run_dir)
     check_fsdp_supported(cfg.quant)  # before anything loads
@@ -154,7 +154,7 @@ def train(cfg, run_dir: Path):
 
 def train_stage(cfg, ctx) -> None:
     from lora_llava.distributed import is_main_process
-    from lora_llava.train.fsdp import gathered_state_dict
+    from lora_llava.train.sharding import gathered_state_dict
 
     ctx.model, ctx.processor = train(cfg, ctx.run_dir)
     state_dict = gathered_state_dict(ctx.model)  # under FSDP: whole tensors, gathered by every process

@@ -53,9 +53,9 @@ class LlavaSFTTrainer(SFTTrainer):
         cast_trainable_fp32(self.model)
 
     def create_accelerator_and_postprocess(self):
-        # accelerate runs the FSDP preset as plain data parallel on CPU processes; shard as asked (train/fsdp.py).
+        # accelerate runs the FSDP preset as plain data parallel on CPU processes; shard as asked (train/sharding.py).
         super().create_accelerator_and_postprocess()
-        from lora_llava.train.fsdp import promote_cpu_fsdp
+        from lora_llava.train.sharding import promote_cpu_fsdp
 
         if promote_cpu_fsdp(self.accelerator):
             self.is_fsdp_enabled = True

@@ -147,7 +147,7 @@ def test_torchrun_sigterm_stops_every_rank_at_one_step_and_resumes_exactly(tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.slow  # two smoke trainings (one process, then FSDP2 over two): several minutes on 2 busy cores
+@pytest.mark.slow  # two smoke trainings (one process, then FSDP2 over two): ~2 min on 2 idle cores, far more when busy
 def test_fsdp_preset_trains_the_smoke_recipe_like_one_process(tmp_path):
     """conf/accelerate/fsdp.yaml on two CPU processes (gloo): the parameters really are sharded (accelerate alone
     would fall back to plain data parallel on CPUs), the held-out accuracy is within 0.05 of a single process with
@@ -161,10 +161,10 @@ def test_fsdp_preset_trains_the_smoke_recipe_like_one_process(tmp_path):
     from tests.conftest import smoke_config
 
     single, sharded = tmp_path / "single", tmp_path / "fsdp"
-    _launch([sys.executable], single, "stages=[train,eval]")
+    _launch([sys.executable], single, "stages=[train,eval]", timeout=2400)
     preset = config_dirs()[0] / "accelerate" / "fsdp.yaml"
     output = _launch(["accelerate", "launch", "--config_file", str(preset)], sharded, "stages=[train,eval]",
-                     "train.batch_size=8")
+                     "train.batch_size=8", timeout=2400)
     assert "FSDP2 on 2 CPU processes (gloo)" in output and "gathered the full state dict" in output, output[-3000:]
     _check_rank0_wrote_one_run(sharded, output, 512)
     accuracy = {d.name: json.loads((d / "eval/metrics.json").read_text())["accuracy"] for d in (single, sharded)}
@@ -185,3 +185,19 @@ def test_qlora_under_fsdp_is_refused_before_anything_loads(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     with pytest.raises(ConfigError, match="quant=nf4 under FSDP.*bnb_4bit_quant_storage"):
         train(smoke_config("quant=nf4"), Path("/nonexistent/run"))
+
+
+def test_a_deepspeed_preset_that_accelerate_would_drop_is_refused(monkeypatch):
+    """On CPU processes accelerate ignores DeepSpeed and trains with plain DDP; we stop instead of pretending."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from lora_llava.errors import ConfigError
+    from lora_llava.train.sharding import check_deepspeed_kept
+
+    check_deepspeed_kept(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))  # not asked for: fine
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    check_deepspeed_kept(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED))
+    with pytest.raises(ConfigError, match="plain data parallel"):
+        check_deepspeed_kept(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))

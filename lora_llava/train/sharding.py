@@ -1,4 +1,5 @@
-"""FSDP as the shipped preset asks for it (conf/accelerate/fsdp.yaml), on CPUs too, and refused where it cannot work.
+"""Sharded training as the shipped presets ask for it (conf/accelerate/): FSDP on CPUs too, refused where it cannot
+work, and DeepSpeed refused where accelerate would quietly drop it.
 
 accelerate only turns `distributed_type: FSDP` into FSDP on accelerators; with CPU processes (gloo) it silently
 runs plain data parallel instead, so the preset could not be tested off a GPU and a CPU run never sharded anything.
@@ -38,6 +39,7 @@ def promote_cpu_fsdp(accelerator) -> bool:
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     state = AcceleratorState()
+    check_deepspeed_kept(state)
     if not fsdp_requested() or state.distributed_type != DistributedType.MULTI_CPU:
         return False
     state.fsdp_plugin = FullyShardedDataParallelPlugin()  # reads the preset's FSDP_* variables
@@ -60,3 +62,16 @@ def gathered_state_dict(model):
     state_dict = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     log.info("FSDP: gathered the full state dict (%d tensors) of the sharded model on rank 0", len(state_dict))
     return state_dict
+
+
+def check_deepspeed_kept(state) -> None:
+    """A DeepSpeed preset on CPU processes: accelerate runs plain data parallel instead, without a word. Stop."""
+    from accelerate.utils import DistributedType
+
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return
+    if state.distributed_type != DistributedType.DEEPSPEED:
+        raise ConfigError(
+            "a DeepSpeed preset (conf/accelerate/deepspeed-*.yaml) was launched on CPU processes, where accelerate "
+            "does not run DeepSpeed and would train with plain data parallel instead: use the ZeRO presets on CUDA "
+            "GPUs, or conf/accelerate/fsdp.yaml / ddp.yaml here.")
