@@ -67,8 +67,8 @@ class Counted:
         return getattr(self.__dict__["collator"], name)
 
 
-def memory_plans(config_7b, longest: int, cap: float) -> dict:
-    """Planner estimates (GiB) at LLaVA-1.5-7B, bf16 LoRA, micro-batch 8 of the longest row: the TRL settings
+def memory_plans(config_7b, longest: int, cap: float, batch: int = TRL_BATCH) -> dict:
+    """Planner estimates (GiB) at LLaVA-1.5-7B, bf16 LoRA, `batch` rows of the longest length: the TRL settings
     (checkpointing, TRL's head) and ours with and without checkpointing; ours checkpoints only when needed."""
     from benchmarks.gpu import settings
     from lora_llava.plan import count_parameters, estimate_gb
@@ -79,7 +79,7 @@ def memory_plans(config_7b, longest: int, cap: float) -> dict:
 
     def total(checkpointing: bool, answer_logits: bool) -> float:
         plan.train.supervised_logits_only = answer_logits
-        return round(sum(estimate_gb(counts, plan, TRL_BATCH, longest, checkpointing).values()), 2)
+        return round(sum(estimate_gb(counts, plan, batch, longest, checkpointing).values()), 2)
 
     plans = {"cap_gb": cap, "seq": longest, "trl (checkpointing)": total(True, False),
              "ours without checkpointing": total(False, True), "ours with checkpointing": total(True, True)}
@@ -205,7 +205,7 @@ def setup(args) -> NS:
     tok = processor.tokenizer
     return NS(processor=processor, mix=mix, rows=rows, samples=samples, length_error=error, config=config,
               device=device, dtype=dtype, scratch=scratch, peft=settings("none", NS(device=device))[0],
-              plans=memory_plans(config_7b, max(n for n, _ in mix), args.gpu_memory_gb),
+              plans=memory_plans(config_7b, max(n for n, _ in mix), args.gpu_memory_gb, args.batch_size),
               fold=config.text_config.vocab_size, processor_image_id=tok.convert_tokens_to_ids(processor.image_token),
               image_target=config.image_token_index, config_source=source, split_table=split_table(splits),
               shape=Shape.of(config), splits=splits)
