@@ -60,7 +60,8 @@ def gathered_state_dict(model):
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     state_dict = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    log.info("FSDP: gathered the full state dict (%d tensors) of the sharded model on rank 0", len(state_dict))
+    if state_dict:  # rank 0's
+        log.info("FSDP: gathered the full state dict (%d tensors) of the sharded model on rank 0", len(state_dict))
     return state_dict
 
 

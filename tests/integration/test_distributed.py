@@ -73,9 +73,9 @@ def test_the_trainer_builds_the_two_group_optimizer(tmp_path):
     assert {id(p) for p in groups[1]["params"]} == projector
 
 
-def _launch(launcher: list[str], run_dir: Path, *overrides: str, timeout: int = 900):
+def _launch(launcher: list[str], run_dir: Path, *overrides: str, timeout: int = 900, env: dict | None = None):
     cmd = [*launcher, "-m", "lora_llava", "recipe=smoke", *overrides, f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**_env(), **(env or {})}, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc.stdout + proc.stderr
 
@@ -161,7 +161,8 @@ def test_fsdp_preset_trains_the_smoke_recipe_like_one_process(tmp_path):
     from tests.conftest import smoke_config
 
     single, sharded = tmp_path / "single", tmp_path / "fsdp"
-    _launch([sys.executable], single, "stages=[train,eval]", timeout=2400)
+    # One thread, as torchrun / accelerate give each of their processes (and far faster on a busy machine).
+    _launch([sys.executable], single, "stages=[train,eval]", timeout=2400, env={"OMP_NUM_THREADS": "1"})
     preset = config_dirs()[0] / "accelerate" / "fsdp.yaml"
     output = _launch(["accelerate", "launch", "--config_file", str(preset)], sharded, "stages=[train,eval]",
                      "train.batch_size=8", timeout=2400)
