@@ -164,7 +164,8 @@ def test_fsdp_preset_trains_the_smoke_recipe_like_one_process(tmp_path):
     # One thread, as torchrun / accelerate give each of their processes (and far faster on a busy machine).
     _launch([sys.executable], single, "stages=[train,eval]", timeout=2400, env={"OMP_NUM_THREADS": "1"})
     preset = config_dirs()[0] / "accelerate" / "fsdp.yaml"
-    output = _launch(["accelerate", "launch", "--config_file", str(preset)], sharded, "stages=[train,eval]",
+    accelerate = str(Path(sys.executable).with_name("accelerate"))  # this interpreter's, activated or not
+    output = _launch([accelerate, "launch", "--config_file", str(preset)], sharded, "stages=[train,eval]",
                      "train.batch_size=8", timeout=2400)
     assert "FSDP2 on 2 CPU processes (gloo)" in output and "gathered the full state dict" in output, output[-3000:]
     _check_rank0_wrote_one_run(sharded, output, 512)
