@@ -115,8 +115,8 @@ def eval_stage(cfg, ctx) -> None:
                  cfg.eval.split)
         rows, metrics, outputs, prompts = score_file(cfg, samples, eval_dir)
     else:
-        if ctx.model is None:
-            ctx.model, ctx.processor = load_adapted(cfg, cfg.adapter)
+        if ctx.model is None:  # no model in memory: adapter=, or the one this run's train stage saved
+            ctx.model, ctx.processor = load_adapted(cfg, cfg.adapter or (str(ctx.adapter_dir) if ctx.adapter_dir else None))
         samples = screen_split(samples, cfg.data, ctx.processor, ctx.run_dir, cfg.eval.split, generation=True)
         rows, metrics, outputs, prompts = evaluate(cfg, ctx.model, ctx.processor, samples, eval_dir)
     if cfg.eval.judge.arbitrate_with:

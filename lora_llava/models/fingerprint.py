@@ -33,18 +33,27 @@ def _rows_digest(weight) -> str:
     return hashlib.sha256(rows.view(torch.int16).numpy().tobytes()).hexdigest()
 
 
-def fingerprint(model) -> dict:
+def _whole(model, weight, state_dict):
+    """`weight`, or its gathered copy in `state_dict` when the model's parameters are sharded (FSDP)."""
+    if state_dict is None:
+        return weight
+    return state_dict[next(name for name, param in model.named_parameters() if param is weight)]
+
+
+def fingerprint(model, state_dict=None) -> dict:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     text = base.config.get_text_config()
     config = {"model_type": base.config.model_type, "vocab_size": text.vocab_size,
               "hidden_size": text.hidden_size, "num_hidden_layers": text.num_hidden_layers}
-    tensors = {"input_embeddings": _rows_digest(base.get_input_embeddings().weight),
-               "output_embeddings": _rows_digest(base.get_output_embeddings().weight)}
+    tensors = {key: _rows_digest(_whole(model, module.weight, state_dict))
+               for key, module in (("input_embeddings", base.get_input_embeddings()),
+                                   ("output_embeddings", base.get_output_embeddings()))}
     return {"config": config, "tensors": tensors}
 
 
-def save_fingerprint(model, folder: Path) -> None:
-    (Path(folder) / FILE).write_text(json.dumps(fingerprint(model), indent=1, sort_keys=True) + "\n")
+def save_fingerprint(model, folder: Path, state_dict=None) -> None:
+    """`state_dict`: the gathered full state dict when the model is sharded (FSDP)."""
+    (Path(folder) / FILE).write_text(json.dumps(fingerprint(model, state_dict), indent=1, sort_keys=True) + "\n")
 
 
 def differences(saved: dict, actual: dict) -> list[str]:

@@ -115,16 +115,17 @@ def describe_base_in_config(out_dir: Path, cfg) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def save_adapter(model, processor, out_dir: Path, cfg, metrics: dict | None = None) -> Path:
-    """adapter_config.json + adapter_model.safetensors (LoRA and the trained projector) + processor + card."""
+def save_adapter(model, processor, out_dir: Path, cfg, metrics: dict | None = None, state_dict=None) -> Path:
+    """adapter_config.json + adapter_model.safetensors (LoRA and the trained projector) + processor + card.
+    `state_dict`: the model's full state dict when its parameters are sharded (FSDP)."""
     from lora_llava.models.card import write_model_card
     from lora_llava.models.fingerprint import save_fingerprint
 
     out_dir = Path(out_dir)
     with disk_full_message("saving the adapter", out_dir.parent):
-        model.save_pretrained(out_dir, safe_serialization=True)
+        model.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
         processor.save_pretrained(out_dir)
-        save_fingerprint(model, out_dir)  # compared whenever the adapter is loaded again
+        save_fingerprint(model, out_dir, state_dict)  # compared whenever the adapter is loaded again
     describe_base_in_config(out_dir, cfg)
     write_model_card(out_dir, cfg, metrics)
     return out_dir

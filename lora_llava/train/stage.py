@@ -124,8 +124,10 @@ def train(cfg, run_dir: Path):
 
     from lora_llava.train.callbacks import check_trackers
     from lora_llava.train.fit import fit, plan_resume
+    from lora_llava.train.sharding import check_fsdp_supported
 
     run_dir = Path(run_dir)
+    check_fsdp_supported(cfg.quant)  # before anything loads
     check_trackers(cfg.train.report_to)  # before the model loads: a tracker only when named and installed
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs")
     resume = plan_resume(cfg, run_dir)  # a resume with refused config changes stops here, before any loading
@@ -152,11 +154,20 @@ def train(cfg, run_dir: Path):
 
 def train_stage(cfg, ctx) -> None:
     from lora_llava.distributed import is_main_process
-    from lora_llava.models.load import save_adapter
+    from lora_llava.train.sharding import gathered_state_dict
 
     ctx.model, ctx.processor = train(cfg, ctx.run_dir)
-    if not is_main_process():  # one adapter per run, however many processes trained it
-        return
+    state_dict = gathered_state_dict(ctx.model)  # under FSDP: whole tensors, gathered by every process
+    if is_main_process():  # one adapter per run, however many processes trained it
+        save_outputs(cfg, ctx, state_dict)
+    if state_dict is not None:
+        ctx.model = None  # sharded across processes; the later stages (rank 0 alone) load the saved adapter
+
+
+def save_outputs(cfg, ctx, state_dict=None) -> None:
+    """The adapter folder, or for an align run (peft.method=none) the projector alone."""
+    from lora_llava.models.load import save_adapter
+
     if cfg.peft.method == "none":  # an align run: the projector is its whole output
         from lora_llava.models.projector import save_projector
 
@@ -164,5 +175,5 @@ def train_stage(cfg, ctx) -> None:
         log.info("projector saved to %s (start a fine-tune from it with model.projector=%s)",
                  ctx.extra["projector_dir"], ctx.extra["projector_dir"])
         return
-    ctx.adapter_dir = save_adapter(ctx.model, ctx.processor, ctx.run_dir / "adapter", cfg)
+    ctx.adapter_dir = save_adapter(ctx.model, ctx.processor, ctx.run_dir / "adapter", cfg, state_dict=state_dict)
     log.info("adapter saved to %s", ctx.adapter_dir)

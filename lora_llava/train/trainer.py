@@ -52,6 +52,14 @@ class LlavaSFTTrainer(SFTTrainer):
 
         cast_trainable_fp32(self.model)
 
+    def create_accelerator_and_postprocess(self):
+        # accelerate runs the FSDP preset as plain data parallel on CPU processes; shard as asked (train/sharding.py).
+        super().create_accelerator_and_postprocess()
+        from lora_llava.train.sharding import promote_cpu_fsdp
+
+        if promote_cpu_fsdp(self.accelerator):
+            self.is_fsdp_enabled = True
+
     def create_optimizer(self, model=None):
         # Two groups: adapters at learning_rate, the projector at its own rate. Built here, not passed in, because
         # FSDP refuses a prebuilt optimizer and DeepSpeed/FSDP call this after wrapping the model.
