@@ -211,30 +211,10 @@ def register_schemas() -> None:
 
 
 def check_values(cfg) -> None:
-    """Checks that need more than a type: choices among names. Raises ValueError naming the key."""
-    choices = {
-        "quant.method": ("none", "nf4", "int8"),
-        "peft.method": ("lora",),
-        "peft.scope": ("language_model", "all"),
-        "data.on_error": ("raise", "skip"),
-        "data.image_placement": ("keep", "front"),
-        "hub.what": ("adapter", "merged"),
-        "export.dtype": ("bfloat16", "float16", "float32"),
-        "eval.scorer": ("exact", "scienceqa", "qa"),
-        "model.dtype": ("auto", "bfloat16", "float16", "float32"),
-    }
-    for key, allowed in choices.items():
-        group, name = key.split(".")
-        value = cfg[group][name]
-        if value not in allowed:
-            raise ValueError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-    for stage in cfg.stages:
-        if stage not in STAGES:
-            raise ValueError(f"stages: unknown stage {stage!r}; choose from {', '.join(STAGES)}")
-    if cfg.model.trust_remote_code and not cfg.model.revision:
-        raise ValueError("model.trust_remote_code=true needs model.revision pinned to a commit")
-    if "push" in cfg.stages and not cfg.hub.dry_run and not cfg.hub.repo_id:
-        raise ValueError("stages has push but hub.repo_id is not set: pass hub.repo_id=ORG/NAME (or hub.dry_run=true)")
+    """Checks that need more than a type (lora_llava/checks.py). Raises ConfigError naming the key."""
+    from lora_llava.checks import check_config
+
+    check_config(cfg)
 
 
 def config_dirs():

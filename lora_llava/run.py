@@ -10,7 +10,9 @@ from typing import Any, Callable
 from omegaconf import DictConfig
 
 from lora_llava.config import check_values
+from lora_llava.errors import ConfigError
 from lora_llava.distributed import is_main_process
+from lora_llava.preflight import check_stages
 
 log = logging.getLogger("lora_llava")
 
@@ -42,12 +44,13 @@ def _stage(name: str) -> Callable[[DictConfig, RunContext], None]:
     elif name == "push":
         from lora_llava.export.publish import push_stage as fn
     else:
-        raise ValueError(f"unknown stage {name!r}")
+        raise ConfigError(f"unknown stage {name!r}")
     return fn
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> RunContext:
     check_values(cfg)
+    check_stages(cfg, Path(run_dir))  # every stage's needs, before the first one loads anything
     ctx = RunContext(run_dir=Path(run_dir))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     for name in cfg.stages:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, SampleError, Turn
 
-__all__ = ["IMAGE_PLACEHOLDER", "Sample", "SampleError", "Turn", "load_splits", "SOURCES"]
+__all__ = ["IMAGE_PLACEHOLDER", "Sample", "SampleError", "Turn", "load_splits", "require_split", "SOURCES"]
 
 
 def _synthetic(cfg):
@@ -51,3 +51,14 @@ def load_splits(cfg) -> dict[str, list[Sample]]:
         raise ValueError(f"data.source={cfg.source!r} is not one of {', '.join(sorted(SOURCES))}")
     splits = with_validation(SOURCES[cfg.source](cfg), cfg)
     return {name: place_images(samples, cfg.image_placement) for name, samples in splits.items()}
+
+
+def require_split(splits: dict[str, list[Sample]], name: str, key: str) -> list[Sample]:
+    """The samples of split `name` (named by config `key`); a missing or empty split is an error naming both."""
+    from lora_llava.errors import ConfigError, DataError
+
+    if name not in splits:
+        raise ConfigError(f"{key}={name!r}: the data has no such split; its splits are {', '.join(splits) or 'none'}")
+    if not splits[name]:
+        raise DataError(f"{key}={name!r}: the split has no samples (check data.path / data.data_files)")
+    return splits[name]

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from lora_llava.data.samples import Sample, with_suffix
+from lora_llava.errors import ConfigError, DataError
 from lora_llava.eval.generate import generate
 from lora_llava.eval.scoring import score
 from lora_llava.eval.scoring.report import write_results
@@ -21,7 +22,7 @@ def read_predictions(path: str | Path, samples: list[Sample]) -> tuple[list[str]
     (outputs, number of such questions)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"eval.predictions={path}: no such file")
+        raise ConfigError(f"eval.predictions={path}: no such file")
     answers = {}
     with open(path) as f:
         for number, line in enumerate(f, 1):
@@ -31,13 +32,13 @@ def read_predictions(path: str | Path, samples: list[Sample]) -> tuple[list[str]
                 row = json.loads(line)
                 answers[str(row["question_id"])] = row["text"]
             except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}, line {number}: expected a JSON object with question_id and text "
+                raise DataError(f"{path}, line {number}: expected a JSON object with question_id and text "
                                  f"({err})") from None
     ids = [s.id for s in samples]
     missing = [i for i in ids if i not in answers]
     unknown = set(answers) - set(ids)
     if len(missing) == len(ids) and ids:
-        raise ValueError(f"{path}: none of its {len(answers)} question_ids is a question of this split "
+        raise DataError(f"{path}: none of its {len(answers)} question_ids is a question of this split "
                          f"(first ids: {ids[:3]} vs {list(answers)[:3]}); check eval.split and data.*")
     if missing:
         log.warning("%s: %d of %d questions have no prediction and count as wrong (e.g. %s)",
@@ -49,13 +50,9 @@ def read_predictions(path: str | Path, samples: list[Sample]) -> tuple[list[str]
 
 
 def eval_samples(cfg) -> list[Sample]:
-    from lora_llava.data import load_splits
+    from lora_llava.data import load_splits, require_split
 
-    splits = load_splits(cfg.data)
-    if cfg.eval.split not in splits:
-        raise ValueError(f"eval.split={cfg.eval.split!r}: data.source={cfg.data.source} has splits "
-                         f"{', '.join(splits)}")
-    samples = splits[cfg.eval.split]
+    samples = require_split(load_splits(cfg.data), cfg.eval.split, "eval.split")
     return samples[: cfg.eval.limit] if cfg.eval.limit else samples
 
 
@@ -79,7 +76,7 @@ def score_file(cfg, samples: list[Sample]) -> tuple[list[dict], dict]:
 
 def eval_stage(cfg, ctx) -> None:
     from lora_llava.data.screen import screen_split
-    from lora_llava.models.load import load_adapted
+    from lora_llava.models.load import load_adapted, load_processor
 
     samples = eval_samples(cfg)
     if cfg.eval.predictions:
@@ -87,9 +84,11 @@ def eval_stage(cfg, ctx) -> None:
                  cfg.eval.split)
         rows, metrics = score_file(cfg, samples)
     else:
+        # Screened with the processor alone, so bad or no usable questions stop before weights load.
+        processor = ctx.processor or load_processor(cfg.model)
+        samples = screen_split(samples, cfg.data, processor, ctx.run_dir, cfg.eval.split, generation=True)
         if ctx.model is None:
             ctx.model, ctx.processor = load_adapted(cfg, cfg.adapter)
-        samples = screen_split(samples, cfg.data, ctx.processor, ctx.run_dir, cfg.eval.split, generation=True)
         rows, metrics = evaluate(cfg, ctx.model, ctx.processor, samples)
     title = f"{cfg.recipe_name}: {cfg.eval.split} split, {cfg.eval.scorer} scorer"
     write_results(ctx.run_dir / "eval", rows, metrics, title)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from lora_llava.data import load_splits
+from lora_llava.data import load_splits, require_split
 from lora_llava.data.collate import Collator
 from lora_llava.data.image_cache import build_image_cache
 from lora_llava.data.samples import with_suffix
@@ -94,6 +94,7 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
 def prepare_splits(cfg, processor, run_dir: Path):
     """Load, cut to data.limit, add train.answer_suffix, then screen the train and eval splits."""
     splits = load_splits(cfg.data)
+    require_split(splits, cfg.data.train_split, "data.train_split")
     if cfg.data.limit:
         splits[cfg.data.train_split] = splits[cfg.data.train_split][: cfg.data.limit]
     for name in (cfg.data.train_split, cfg.data.eval_split):
@@ -101,6 +102,7 @@ def prepare_splits(cfg, processor, run_dir: Path):
             splits[name] = [with_suffix(s, cfg.train.answer_suffix) for s in splits[name]]
     # Bad samples stop the run here (data.on_error=raise) or are left out and listed (skip), never mid-training.
     return screen_splits(splits, cfg.data, processor, run_dir, [cfg.data.train_split, cfg.data.eval_split])
+
 
 
 def train(cfg, run_dir: Path):
