@@ -119,7 +119,7 @@ def check_known_keys(cfg, path: tuple[str, ...] = ()) -> None:
     if schema is None:
         return
     known = {f.name for f in fields(schema)}
-    for key in cfg.keys():
+    for key in cfg:
         full = ".".join((*path, str(key)))
         if key not in known:
             if not path and key == "hydra":

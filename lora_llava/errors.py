@@ -27,6 +27,10 @@ class DataError(UserError, ValueError):
     """Input data that cannot be used; the message names the file, line or sample id."""
 
 
+class MissingPathError(UserError, FileNotFoundError):
+    """A file or folder named by the config (adapter=, data.path, train.resume, ...) that is not there."""
+
+
 def debugging() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 

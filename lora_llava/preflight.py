@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lora_llava.errors import ConfigError
+from lora_llava.errors import ConfigError, MissingPathError
 
 # Stages that load weights or take long: a later stage's mistake must be found before they run.
 HEAVY = ("train", "export", "push")
@@ -25,7 +25,7 @@ def check_stages(cfg, run_dir: Path) -> None:
 
 def _eval_needs(cfg, stages: list[str], run_dir: Path) -> None:
     if cfg.eval.predictions and not Path(cfg.eval.predictions).is_file():
-        raise ConfigError(f"eval.predictions={cfg.eval.predictions}: no such file")
+        raise MissingPathError(f"eval.predictions={cfg.eval.predictions}: no such file")
     if any(s in HEAVY for s in stages[: stages.index("eval")]):
         from lora_llava.data import load_splits, require_split
 

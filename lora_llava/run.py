@@ -10,8 +10,8 @@ from typing import Any, Callable
 from omegaconf import DictConfig
 
 from lora_llava.config import check_values
-from lora_llava.errors import ConfigError
 from lora_llava.distributed import is_main_process
+from lora_llava.errors import ConfigError
 from lora_llava.preflight import check_stages
 
 log = logging.getLogger("lora_llava")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, SampleError, Turn
+from lora_llava.errors import ConfigError
 
 __all__ = ["IMAGE_PLACEHOLDER", "Sample", "SampleError", "Turn", "load_splits", "require_split", "SOURCES"]
 
@@ -48,7 +49,7 @@ def load_splits(cfg) -> dict[str, list[Sample]]:
     from lora_llava.data.splits import with_validation
 
     if cfg.source not in SOURCES:
-        raise ValueError(f"data.source={cfg.source!r} is not one of {', '.join(sorted(SOURCES))}")
+        raise ConfigError(f"data.source={cfg.source!r} is not one of {', '.join(sorted(SOURCES))}")
     splits = with_validation(SOURCES[cfg.source](cfg), cfg)
     return {name: place_images(samples, cfg.image_placement) for name, samples in splits.items()}
 

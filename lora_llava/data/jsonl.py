@@ -13,8 +13,14 @@ import io
 from pathlib import Path
 from typing import Any
 
-from lora_llava.data.llava_json import (as_list, existing_file, files_by_split, read_jsonl, read_text,
-                                       require_image_root)
+from lora_llava.data.llava_json import (
+    as_list,
+    existing_file,
+    files_by_split,
+    read_jsonl,
+    read_text,
+    require_image_root,
+)
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, Turn
 from lora_llava.errors import ConfigError, DataError
 

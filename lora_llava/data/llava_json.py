@@ -15,7 +15,7 @@ from typing import Any
 
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, Turn
 from lora_llava.data.splits import given_files, split_from_filename
-from lora_llava.errors import ConfigError, DataError
+from lora_llava.errors import ConfigError, DataError, MissingPathError
 
 log = logging.getLogger("lora_llava")
 
@@ -25,7 +25,7 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
 def existing_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"data file {path} does not exist (check data.path / data.data_files)")
+        raise MissingPathError(f"data file {path} does not exist (check data.path / data.data_files)")
     return path
 
 

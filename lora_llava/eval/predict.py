@@ -2,13 +2,15 @@
 
     python -m lora_llava.predict adapter=PATH image=FILE question="What is shown?"
     python -m lora_llava.predict adapter=PATH image=FILE interactive=true      # a conversation on stdin
+    python -m lora_llava.predict recipe=smoke adapter=PATH image=FILE question="..."  # the recipe's config
 
 Its own keys: `image=FILE` (optional; text-only questions work too), `question="..."`, `interactive=true` (or
 `--interactive`; also the default without a question) and `max_new_tokens=N` (default 256). Everything else is
 a config override as for `python -m lora_llava`: `recipe=NAME` picks the recipe the adapter was trained with
 and `model.path=DIR` a merged model. Without `recipe=`, the config is the adapter's own run
 (<run>/.hydra/config.yaml beside <run>/adapter), with `key=value` overrides on top.
-In interactive mode `/image FILE` starts over with another picture, `/reset` starts over, `/quit` ends.
+In interactive mode `/image FILE` starts over with another picture, `/reset` starts over, `/quit` ends,
+`/help` lists these. Expected errors print one line (LORA_LLAVA_DEBUG=1 shows the full traceback).
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import sys
 from pathlib import Path
 
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, Turn
+from lora_llava.errors import ConfigError, run_entry
+
+COMMANDS = {"/image FILE": "start over about another picture", "/reset": "start over", "/help": "this list",
+            "/quit": "end (also Ctrl-D)"}
 
 OWN_KEYS = ("image", "question", "interactive", "max_new_tokens")
 
@@ -50,7 +56,7 @@ def load_config(overrides: list[str]):
         adapter = next((a.split("=", 1)[1] for a in rest if a.startswith("adapter=")), None)
         run_config = Path(adapter).parent / ".hydra" / "config.yaml" if adapter else None
         if run_config is None or not run_config.is_file():
-            sys.exit("lora_llava.predict: name the recipe the model was trained with (recipe=NAME), or give "
+            raise ConfigError("name the recipe the model was trained with (recipe=NAME), or give "
                      "adapter=<run>/adapter of a run made by `python -m lora_llava` (its config is read from "
                      "<run>/.hydra/config.yaml)")
         cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_config),
@@ -81,10 +87,8 @@ def chat(model, processor, cfg, image: str | None, max_new_tokens: int, first: s
             return
         if line in ("/quit", "/exit"):
             return
-        if line == "/reset" or line.startswith("/image "):
-            image = line.split(" ", 1)[1].strip() if line.startswith("/image ") else image
-            turns = []
-            write(f"(new conversation{f' about {image}' if image else ''})")
+        if line.startswith("/"):
+            image, turns = command(line, image, turns, write)
             continue
         if not line:
             continue
@@ -94,19 +98,48 @@ def chat(model, processor, cfg, image: str | None, max_new_tokens: int, first: s
         write(reply)
 
 
-def main(argv: list[str] | None = None) -> None:
+def command(line: str, image: str | None, turns: list[Turn], write) -> tuple[str | None, list[Turn]]:
+    """An interactive /command: (the image, the turns) after it. A missing /image file is said at once."""
+    name, _, arg = line.partition(" ")
+    if name == "/image" and arg.strip():
+        if not Path(arg.strip()).is_file():
+            write(f"(no such file: {arg.strip()}; still about {image or 'no image'})")
+            return image, turns
+        image = arg.strip()
+    elif name != "/reset":
+        write("\n".join(f"  {c:<12} {what}" for c, what in COMMANDS.items()))
+        return image, turns
+    write(f"(new conversation{f' about {image}' if image else ''})")
+    return image, []
+
+
+def _main(argv: list[str]) -> None:
     from lora_llava.models.load import load_adapted
 
-    own, overrides = split_args(sys.argv[1:] if argv is None else argv)
+    if any(a in ("--help", "-h") for a in argv):
+        print(__doc__.strip())
+        return
+    own, overrides = split_args(argv)
     cfg = load_config(overrides)
     if own["image"] and not Path(own["image"]).is_file():
-        sys.exit(f"lora_llava.predict: image={own['image']}: no such file")
+        raise ConfigError(f"image={own['image']}: no such file")
     model, processor = load_adapted(cfg, cfg.adapter)
     if own["question"] and not own["interactive"]:
         text = f"{IMAGE_PLACEHOLDER}\n{own['question']}" if own["image"] else own["question"]
         print(answer(model, processor, cfg, [Turn("user", text)], own["image"], own["max_new_tokens"]))
         return
     chat(model, processor, cfg, own["image"], own["max_new_tokens"], first=own["question"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from lora_llava.checks import describe_config_error
+
+    argv = sys.argv[1:] if argv is None else argv
+    run_entry("lora_llava.predict", lambda: _main(argv), (HydraException, OmegaConfBaseException),
+              describe_config_error)
 
 
 if __name__ == "__main__":

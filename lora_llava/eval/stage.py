@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from lora_llava.data.samples import Sample, with_suffix
-from lora_llava.errors import ConfigError, DataError
+from lora_llava.errors import DataError, MissingPathError
 from lora_llava.eval.generate import generate
 from lora_llava.eval.scoring import score
 from lora_llava.eval.scoring.report import write_results
@@ -22,7 +22,7 @@ def read_predictions(path: str | Path, samples: list[Sample]) -> tuple[list[str]
     (outputs, number of such questions)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"eval.predictions={path}: no such file")
+        raise MissingPathError(f"eval.predictions={path}: no such file")
     answers = {}
     with open(path) as f:
         for number, line in enumerate(f, 1):

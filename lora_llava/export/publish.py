@@ -12,6 +12,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from lora_llava.errors import MissingPathError, UserError
 from lora_llava.models.load import PICKLE_SUFFIXES
 
 log = logging.getLogger("lora_llava")
@@ -20,7 +21,7 @@ STAGING = "hub_upload"
 CARD_KEYS = ("library_name", "pipeline_tag", "tags")
 
 
-class PushError(RuntimeError):
+class PushError(UserError, RuntimeError):
     """A push that failed; the message says which step, and that the local files are unchanged."""
 
 
@@ -35,7 +36,7 @@ def source_folder(cfg, ctx) -> Path:
         for merged in candidates:
             if (merged / "config.json").is_file():
                 return merged
-        raise FileNotFoundError(f"hub.what=merged but there is no merged model in "
+        raise MissingPathError(f"hub.what=merged but there is no merged model in "
                                 f"{' or '.join(map(str, candidates))}: run stages=[export,push] "
                                 "export.merge=true (with adapter=PATH when not training)")
     adapter = ensure_adapter_dir(cfg, ctx)

@@ -13,6 +13,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from lora_llava.errors import ConfigError
 from lora_llava.models.load import PICKLE_SUFFIXES, check_adapter_source, describe_base_in_config
 
 log = logging.getLogger("lora_llava")
@@ -64,7 +65,7 @@ def ensure_adapter_dir(cfg, ctx) -> Path:
     if ctx.adapter_dir is not None:
         return ctx.adapter_dir
     if cfg.adapter is None:
-        raise ValueError("no adapter to export: run the train stage first or pass adapter=PATH "
+        raise ConfigError("no adapter to export: run the train stage first or pass adapter=PATH "
                          "(e.g. stages=[export] adapter=outputs/<recipe>/<time>/adapter)")
     ctx.adapter_dir = assemble_adapter(cfg, Path(cfg.adapter), ctx.run_dir / "adapter")
     return ctx.adapter_dir

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections import Counter
+from contextlib import contextmanager
 
 log = logging.getLogger("lora_llava")
 
@@ -42,18 +44,25 @@ def apply_adapters(model, peft_cfg, quantized: bool, gradient_checkpointing: boo
 
     for param in model.parameters():
         param.requires_grad_(False)
-    if quantized:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    model = get_peft_model(model, build_lora_config(peft_cfg))
+    with peft_reading_old_names():
+        if quantized:  # checkpointing is enabled below, under transformers 5's name for it
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        if gradient_checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        model = get_peft_model(model, build_lora_config(peft_cfg))
     for group, count in trainable_by_group(model).items():
         log.info("trainable %-16s %12s parameters", group, f"{count:,}")
     return model
+
+
+@contextmanager
+def peft_reading_old_names():
+    """peft 0.21 still reads `model.is_gradient_checkpointing`, which transformers 5 renamed (a FutureWarning on
+    every run that the user can do nothing about); only that warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def module_group(name: str) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from lora_llava.errors import MissingPathError
 from lora_llava.models.quant import build_quant_config
 
 log = logging.getLogger("lora_llava")
@@ -108,14 +109,14 @@ def save_adapter(model, processor, out_dir: Path, cfg, metrics: dict | None = No
 
 def check_adapter_source(src: Path) -> None:
     if not (src / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"adapter={src}: no adapter_config.json there; point adapter= at a folder "
+        raise MissingPathError(f"adapter={src}: no adapter_config.json there; point adapter= at a folder "
                                 "written by the train stage (<run>/adapter) or a checkpoint "
                                 "(<run>/checkpoints/checkpoint-N)")
     if not (src / "adapter_model.safetensors").is_file():
         pickled = [p.name for p in src.glob("adapter_model*") if p.suffix in PICKLE_SUFFIXES]
         hint = (f" It has {', '.join(pickled)}, a pickle, which this toolkit does not load: re-save it with "
                 "save_pretrained(..., safe_serialization=True).") if pickled else ""
-        raise FileNotFoundError(f"adapter={src}: no adapter_model.safetensors.{hint}")
+        raise MissingPathError(f"adapter={src}: no adapter_model.safetensors.{hint}")
 
 
 def load_adapted(cfg, adapter: str | None):

@@ -15,6 +15,8 @@ import re
 import shutil
 from pathlib import Path
 
+from lora_llava.errors import ConfigError, MissingPathError
+
 log = logging.getLogger("lora_llava")
 
 MANIFEST = "lora_llava_checkpoint.json"
@@ -111,12 +113,12 @@ def resolve_resume(resume: str | None, checkpoints_dir: Path) -> str | None:
 
 def check_resume_path(path: Path) -> Path:
     if not path.is_dir():
-        raise FileNotFoundError(f"train.resume={path}: no such checkpoint folder (or use train.resume=auto)")
+        raise MissingPathError(f"train.resume={path}: no such checkpoint folder (or use train.resume=auto)")
     reason = problem(path) if (path / MANIFEST).is_file() else None
     missing = [name for name in REQUIRED if not (path / name).is_file()]
     if reason or missing:
         why = reason or f"{', '.join(missing)} missing"
-        raise ValueError(f"train.resume={path}: cannot resume from it: {why}. Pick another checkpoint-N folder, "
+        raise ConfigError(f"train.resume={path}: cannot resume from it: {why}. Pick another checkpoint-N folder, "
                          "or use train.resume=auto to take the newest complete one.")
     return path
 

@@ -47,7 +47,7 @@ def build_sft_config(train_cfg, run_dir: Path, dtype: torch.dtype, has_eval: boo
         max_grad_norm=train_cfg.max_grad_norm,
         optim=train_cfg.optim,
         # Checkpointing is applied by apply_adapters (it must precede get_peft_model for k-bit models).
-        gradient_checkpointing=False,
+        activation_checkpointing=False,  # transformers 5's name; SFTConfig's old-named default would warn
         bf16=on_gpu and dtype == torch.bfloat16,
         fp16=on_gpu and dtype == torch.float16,
         use_cpu=not on_gpu,
@@ -67,6 +67,7 @@ def build_sft_config(train_cfg, run_dir: Path, dtype: torch.dtype, has_eval: boo
 
 
 def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dtype):
+    from lora_llava.models.card import write_model_card
     from lora_llava.train.trainer import LlavaSFTTrainer
 
     eval_samples = splits.get(cfg.data.eval_split) if cfg.data.eval_split else None
@@ -88,6 +89,7 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
         group_by_modality_length=cfg.train.group_by_modality_length,
         length_group_window=cfg.train.length_group_window,
         supervised_logits_only=cfg.train.supervised_logits_only,
+        card_writer=lambda folder: write_model_card(folder, cfg),
     )
 
 

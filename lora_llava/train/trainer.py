@@ -17,13 +17,15 @@ class LlavaSFTTrainer(SFTTrainer):
 
     def __init__(self, *args, group_by_modality_length: bool = False, length_group_window: int = 1,
                  supervised_logits_only: bool = False,
-                 projector_learning_rate: float | None = None, **kwargs):
+                 projector_learning_rate: float | None = None, card_writer=None, **kwargs):
         self.group_by_modality_length, self.length_group_window = group_by_modality_length, length_group_window
         self.supervised_logits_only = supervised_logits_only
         self.sample_ids_seen: set[tuple[int, str]] = set()  # (epoch, id) trained on here; ranks compare at the end
         self._step_ids: tuple[int, list[str]] = (-1, [])  # (global step, ids of its micro-batches so far)
         self._staging: str | None = None  # set while a checkpoint is written under its temporary name
         self.projector_learning_rate = projector_learning_rate
+        # Our card for each checkpoint (peft's own template names the base by its local path, or "None").
+        self.card_writer = card_writer
         super().__init__(*args, **kwargs)
         self._keep_trainable_fp32()
 
@@ -142,6 +144,8 @@ class LlavaSFTTrainer(SFTTrainer):
             self._staging = None
         self.accelerator.wait_for_everyone()  # every rank's RNG state is in before the rename
         if self.is_world_process_zero():
+            if self.card_writer is not None:
+                self.card_writer(staging / f"checkpoint-{step}")
             commit(staging / f"checkpoint-{step}", root / f"checkpoint-{step}", step, self.args.world_size)
             rotate(root, self.args.save_total_limit)
         self.accelerator.wait_for_everyone()

@@ -3,6 +3,7 @@
 import pytest
 from omegaconf import OmegaConf
 
+from lora_llava.errors import ConfigError
 from lora_llava.eval.predict import load_config, split_args
 from tests.conftest import smoke_config
 
@@ -34,5 +35,5 @@ def test_without_a_recipe_the_adapters_run_config_is_used(tmp_path):
 
 
 def test_without_a_recipe_or_run_config_it_says_what_to_do(tmp_path):
-    with pytest.raises(SystemExit, match="recipe=NAME"):
+    with pytest.raises(ConfigError, match="recipe=NAME"):
         load_config([f"adapter={tmp_path / 'adapter'}"])
