@@ -234,13 +234,15 @@ def list_recipes() -> list[str]:
 
 def compose(recipe: str, overrides: list[str] | tuple[str, ...] = (), config_dir: str | None = None):
     """The config `python -m lora_llava recipe=NAME OVERRIDES...` would run, for tests and scripts."""
+    from pathlib import Path
+
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     register_schemas()
     conf_dir, recipes_dir = config_dirs()
     search = [f"file://{conf_dir}"]
-    primary = config_dir or str(recipes_dir)
+    primary = str(Path(config_dir).resolve()) if config_dir else str(recipes_dir)  # Hydra wants it absolute
     if config_dir:
         search.append(f"file://{recipes_dir}")
     with initialize_config_dir(config_dir=primary, version_base="1.3"):

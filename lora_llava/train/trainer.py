@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import torch
@@ -149,6 +150,15 @@ class LlavaSFTTrainer(SFTTrainer):
             commit(staging / f"checkpoint-{step}", root / f"checkpoint-{step}", step, self.args.world_size)
             rotate(root, self.args.save_total_limit)
         self.accelerator.wait_for_everyone()
+
+    def create_model_card(self, *args, **kwargs):
+        # TRL writes checkpoints/README.md at every save, naming a local or built base "None"; ours names the base
+        # the way the adapter's card does (models/card.py).
+        if self.card_writer is None:
+            return super().create_model_card(*args, **kwargs)
+        if self.is_world_process_zero():
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            self.card_writer(self.args.output_dir)
 
     def _get_output_dir(self, trial):
         return self._staging or super()._get_output_dir(trial)
