@@ -16,24 +16,39 @@ from lora_llava.errors import ConfigError, run_entry
 PROG = "lora_llava"
 
 
+# Hydra's options that take a value (`--config-dir DIR`); a value never holds "=" where an override would.
+VALUE_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--cfg", "-c", "--package", "-p",
+               "--info", "-i", "--experimental-rerun")
+
+
+def _split_flags(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(Hydra's options with their values, overrides): Hydra reads overrides only as one unbroken run of
+    arguments, so an option between them (`--config-dir DIR` after an override) would end the list early."""
+    flags, overrides, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-"):
+            overrides.append(arg)
+        else:
+            takes = arg in VALUE_FLAGS and i + 1 < len(argv) and "=" not in argv[i + 1]
+            flags += argv[i: i + 1 + takes]
+            i += takes
+        i += 1
+    return flags, overrides
+
+
 def _translate_argv(argv: list[str]) -> list[str]:
     """`recipe=NAME` selects the primary config (recipes/NAME.yaml); conf/ joins the search path."""
     conf_dir, _ = config_dirs()
-    flags, out, recipe = [], [], None
-    for arg in argv:
-        if arg.startswith("recipe="):
-            recipe = arg.split("=", 1)[1]
-        elif arg in ("-m", "--multirun"):
-            flags.append(arg)  # a flag among the overrides would end Hydra's list of overrides early
-        else:
-            out.append(arg)
+    flags, overrides = _split_flags(argv)
+    recipe = next((a.split("=", 1)[1] for a in overrides if a.startswith("recipe=")), None)
+    overrides = [a for a in overrides if not a.startswith("recipe=")]
     if recipe is None and not any(a.startswith(("--config-name", "-cn", "--hydra-help")) for a in argv):
         raise ConfigError(f"choose a recipe, e.g. `recipe=smoke`. Shipped recipes: {', '.join(list_recipes())} "
                           "(--help lists recipes, config groups and stages)")
-    # Overrides must stay contiguous for Hydra's argument parser, so ours goes first.
     head = ["--config-name", recipe] if recipe is not None else []
     # Under torchrun / accelerate launch every process composes its own config: pin what must agree.
-    return [*flags, *head, f"hydra.searchpath=[file://{conf_dir}]", *out, *launch_overrides(argv)]
+    return [*flags, *head, f"hydra.searchpath=[file://{conf_dir}]", *overrides, *launch_overrides(argv)]
 
 
 def _main() -> None:

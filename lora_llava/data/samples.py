@@ -64,7 +64,7 @@ class Sample:
 def with_suffix(sample: Sample, suffix: str | None) -> Sample:
     """The sample with `suffix` appended to its last user turn (LLaVA's answer-format instruction)."""
     turns = list(sample.prompt_turns())
-    if not suffix or not turns or turns[-1].role != "user":
-        return sample  # nothing to append to: screening rejects a sample without a user turn
+    if not suffix or not turns or turns[-1].role != "user" or not turns[-1].text.strip():
+        return sample  # no question to append to: screening rejects the sample, naming it
     turns[-1] = Turn(turns[-1].role, f"{turns[-1].text}\n{suffix}")
     return Sample(sample.id, turns + sample.turns[len(turns):], sample.images, sample.meta)
