@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from typing import Callable
 
 DEBUG_ENV = "LORA_LLAVA_DEBUG"
@@ -29,6 +30,18 @@ class DataError(UserError, ValueError):
 
 class MissingPathError(UserError, FileNotFoundError):
     """A file or folder named by the config (adapter=, data.path, train.resume, ...) that is not there."""
+
+
+@contextmanager
+def cannot_load(error: type[UserError], what: str, hint: str):
+    """An OSError while loading `what` (no network, not on the Hub nor in the cache, no such folder: how
+    transformers, datasets and huggingface_hub report these) becomes `error`, one line with `hint`."""
+    try:
+        yield
+    except UserError:
+        raise
+    except OSError as err:
+        raise error(f"{what}: cannot load it ({one_line(str(err))[:400]}). {hint}") from err
 
 
 def debugging() -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, SampleError, Turn
-from lora_llava.errors import ConfigError
+from lora_llava.errors import ConfigError, DataError, cannot_load
 
 __all__ = ["IMAGE_PLACEHOLDER", "Sample", "SampleError", "Turn", "load_splits", "require_split", "SOURCES"]
 
@@ -50,7 +50,9 @@ def load_splits(cfg) -> dict[str, list[Sample]]:
 
     if cfg.source not in SOURCES:
         raise ConfigError(f"data.source={cfg.source!r} is not one of {', '.join(sorted(SOURCES))}")
-    splits = with_validation(SOURCES[cfg.source](cfg), cfg)
+    where = f"data.path={cfg.path}" if cfg.path else "data.data_files"
+    with cannot_load(DataError, where, "Check the path or Hub id, the network, or HF_HUB_OFFLINE"):
+        splits = with_validation(SOURCES[cfg.source](cfg), cfg)
     return {name: place_images(samples, cfg.image_placement) for name, samples in splits.items()}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from lora_llava.errors import MissingPathError
+from lora_llava.errors import ConfigError, MissingPathError, cannot_load
 from lora_llava.models.quant import build_quant_config
 
 log = logging.getLogger("lora_llava")
@@ -45,13 +45,20 @@ def _device_map():
     return {"": int(os.environ.get("LOCAL_RANK", 0))}
 
 
+def loading(model_cfg, path: str | None = None):
+    """Errors while loading the checkpoint, as one line naming model.path (or the merged folder)."""
+    what = f"model.path={path or model_cfg.path}"
+    return cannot_load(ConfigError, what, "Check the Hub id or folder, the network, or HF_HUB_OFFLINE")
+
+
 def load_processor(model_cfg, path: str | None = None):
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(
-        path or checkpoint_path(model_cfg), revision=model_cfg.revision,
-        trust_remote_code=model_cfg.trust_remote_code,
-    )
+    with loading(model_cfg, path):
+        return AutoProcessor.from_pretrained(
+            path or checkpoint_path(model_cfg), revision=model_cfg.revision,
+            trust_remote_code=model_cfg.trust_remote_code,
+        )
 
 
 def build_model_and_processor(model_cfg, quant_cfg, dtype: torch.dtype | None = None, path: str | None = None):
@@ -62,16 +69,17 @@ def build_model_and_processor(model_cfg, quant_cfg, dtype: torch.dtype | None = 
     path = path or checkpoint_path(model_cfg)
     dtype = dtype or resolve_dtype(model_cfg.dtype)
     quant = build_quant_config(quant_cfg, dtype) if quant_cfg is not None else None
-    model = LlavaForConditionalGeneration.from_pretrained(
-        path,
-        revision=model_cfg.revision,
-        dtype=dtype,
-        quantization_config=quant,
-        attn_implementation=model_cfg.attn_implementation,
-        trust_remote_code=model_cfg.trust_remote_code,
-        device_map=_device_map(),
-        use_safetensors=True,
-    )
+    with loading(model_cfg, path):
+        model = LlavaForConditionalGeneration.from_pretrained(
+            path,
+            revision=model_cfg.revision,
+            dtype=dtype,
+            quantization_config=quant,
+            attn_implementation=model_cfg.attn_implementation,
+            trust_remote_code=model_cfg.trust_remote_code,
+            device_map=_device_map(),
+            use_safetensors=True,
+        )
     processor = load_processor(model_cfg, path)
     if processor.tokenizer.pad_token is None:
         # Llama tokenizers ship without one; LLaVA's own code pads with unk.

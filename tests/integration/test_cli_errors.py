@@ -49,6 +49,13 @@ def test_config_that_cannot_run_stops_in_one_line_before_any_stage(args, needles
     _one_line_error(_cli("recipe=smoke", *args), *needles)
 
 
+def test_what_cannot_be_downloaded_offline_is_one_line():
+    _one_line_error(_cli("recipe=smoke", "stages=[plan]", "model.path=nobody/no-such-model"),
+                    "model.path=nobody/no-such-model: cannot load it")
+    _one_line_error(_cli("recipe=smoke", "stages=[train,eval]", "data=hf", "data.path=nobody/no-such-data"),
+                    "data.path=nobody/no-such-data: cannot load it")
+
+
 def test_unknown_recipe_lists_the_shipped_ones():
     _one_line_error(_cli("recipe=nope"), "recipe 'nope' not found", "smoke")
 
