@@ -46,7 +46,7 @@ def check_choices(cfg) -> None:
             raise ConfigError(f"stages: unknown stage {stage!r}; choose from {', '.join(STAGES)}")
 
 
-# Keys that must be >= 1 (null allowed where the schema says Optional: it means "not set").
+# Keys that must be positive (null allowed where the schema says Optional: it means "not set").
 POSITIVE = ("train.batch_size", "train.gradient_accumulation_steps", "train.logging_steps", "train.save_steps",
             "train.save_total_limit", "train.eval_steps", "eval.batch_size", "eval.max_new_tokens", "eval.limit",
             "data.max_length", "data.limit", "peft.r", "peft.lora_alpha", "data.synthetic.n_train",
