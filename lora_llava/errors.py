@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 DEBUG_ENV = "LORA_LLAVA_DEBUG"
 EXIT_CODE = 2  # like argparse for a usage error; 1 stays a crash, 130/143 an interrupted run

@@ -12,10 +12,9 @@ from lora_llava.errors import DEBUG_ENV, EXIT_CODE
 
 
 def _cli(*args, module="lora_llava", cwd=None, **env):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
-    env.pop(DEBUG_ENV, None) if DEBUG_ENV not in env or env[DEBUG_ENV] == "" else None
+    env = {**{k: v for k, v in os.environ.items() if k != DEBUG_ENV}, "HF_HUB_OFFLINE": "1", **env}
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300,
-                          env=env, cwd=cwd)
+                          env=env, cwd=cwd, check=False)
 
 
 def _one_line_error(proc, *needles, prog="lora_llava") -> str:

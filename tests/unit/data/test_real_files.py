@@ -35,7 +35,7 @@ def _images(tmp_path):
 def test_utf8_csv_with_or_without_a_byte_order_mark(tmp_path, bom):
     _images(tmp_path)
     path = tmp_path / "train.csv"
-    path.write_bytes(bom + "image,question,answer\n".encode() + "".join(
+    path.write_bytes(bom + b"image,question,answer\n" + "".join(
         f"{i},{q},{a} – ü\n" for i, q, a in ROWS).encode())
     samples = load_splits(_jsonl_cfg(path))["train"]
     assert [s.images for s in samples] == [["a.png"], ["b.png"]]  # the first column is `image`, not '\ufeffimage'
@@ -138,7 +138,7 @@ def test_an_empty_or_missing_split_is_an_error_naming_the_key(tmp_path):
 
 
 def test_an_empty_file_or_one_emptied_by_skipping_stops_before_weights_load(tmp_path, monkeypatch):
-    import lora_llava.train.stage as stage
+    from lora_llava.train import stage
 
     def no_weights(*args, **kwargs):
         raise AssertionError("weights were loaded")
