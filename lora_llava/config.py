@@ -316,37 +316,20 @@ def register_schemas() -> None:
 
 
 def check_values(cfg) -> None:
-    """Checks that need more than a type: choices among names. Raises ValueError naming the key."""
-    choices = {
-        "quant.method": ("none", "nf4", "int8"),
-        "peft.method": ("lora", "none"),
-        "peft.scope": ("language_model", "all"),
-        "data.on_error": ("raise", "skip"),
-        "data.image_placement": ("keep", "front"),
-        "hub.what": ("adapter", "merged"),
-        "export.dtype": ("bfloat16", "float16", "float32"),
-        "eval.scorer": ("exact", "scienceqa", "qa", "judge"),
-        "model.dtype": ("auto", "bfloat16", "float16", "float32"),
-        "model.base_check": ("refuse", "warn"),
-    }
-    for key, allowed in choices.items():
-        group, name = key.split(".")
-        value = cfg[group][name]
-        if value not in allowed:
-            raise ValueError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    """Checks that need more than a type (lora_llava/checks.py: unknown keys, choices, ranges; then what the
+    chosen stages need). Raises ConfigError naming the key."""
+    from lora_llava.checks import check_config
+
+    check_config(cfg)
     if cfg.data.synthetic.task not in ("qa", "caption"):
         raise ConfigError(f"data.synthetic.task={cfg.data.synthetic.task!r} is not one of qa, caption")
     if cfg.peft.method == "none":
         check_projector_only(cfg)
-    for stage in cfg.stages:
-        if stage not in STAGES:
-            raise ValueError(f"stages: unknown stage {stage!r}; choose from {', '.join(STAGES)}")
-    if cfg.model.trust_remote_code and not cfg.model.revision:
-        raise ValueError("model.trust_remote_code=true needs model.revision pinned to a commit")
     check_training_metric(cfg.train, cfg.data)
-    if cfg.compare.general_scorer not in choices["eval.scorer"]:
-        raise ConfigError(f"compare.general_scorer={cfg.compare.general_scorer!r} is not one of "
-                          f"{', '.join(choices['eval.scorer'])}")
+    from lora_llava.checks import SCORERS
+
+    if cfg.compare.general_scorer not in SCORERS:
+        raise ConfigError(f"compare.general_scorer={cfg.compare.general_scorer!r} is not one of {', '.join(SCORERS)}")
     if "compare" in cfg.stages and "train" not in cfg.stages and not cfg.adapter:
         raise ConfigError("stages has compare but neither train nor adapter=PATH: compare needs an adapter to "
                           "switch off (a merged model has none)")
@@ -354,8 +337,6 @@ def check_values(cfg) -> None:
         raise ConfigError("export.vllm_lora=true is impossible with peft.train_projector=true: vLLM's LoRA "
                           "loading cannot carry a trained projector. Serve the merged folder "
                           "(export.merge=true; `vllm serve <run>/merged`), or train with peft.train_projector=false")
-    if "push" in cfg.stages and not cfg.hub.dry_run and not cfg.hub.repo_id:
-        raise ValueError("stages has push but hub.repo_id is not set: pass hub.repo_id=ORG/NAME (or hub.dry_run=true)")
     check_endpoint_use(cfg)
 
 
@@ -368,11 +349,11 @@ def check_endpoint_use(cfg) -> None:
     """The values generate and the judge need, checked before any stage runs (not after hours of training)."""
     bad = [k for k in cfg.generate.kinds if k not in GENERATE_KINDS]
     if bad or not cfg.generate.kinds:
-        raise ValueError(f"generate.kinds={list(cfg.generate.kinds)}: choose one or more of {', '.join(GENERATE_KINDS)}")
+        raise ConfigError(f"generate.kinds={list(cfg.generate.kinds)}: choose one or more of {', '.join(GENERATE_KINDS)}")
     if cfg.eval.judge.reference not in ("data", "endpoint"):
-        raise ValueError(f"eval.judge.reference={cfg.eval.judge.reference!r} is not one of data, endpoint")
+        raise ConfigError(f"eval.judge.reference={cfg.eval.judge.reference!r} is not one of data, endpoint")
     if cfg.endpoint.max_concurrency < 1 or (cfg.endpoint.requests_per_minute or 1) <= 0:
-        raise ValueError("endpoint.max_concurrency must be >= 1 and endpoint.requests_per_minute > 0 (or null)")
+        raise ConfigError("endpoint.max_concurrency must be >= 1 and endpoint.requests_per_minute > 0 (or null)")
     if "generate" in cfg.stages:
         check_generate_inputs(cfg)
 
@@ -398,11 +379,11 @@ def check_endpoint_ready(cfg) -> None:
 def check_generate_inputs(cfg) -> None:
     gen = cfg.generate
     if bool(gen.annotations) == bool(gen.coco_captions):
-        raise ValueError("stages has generate: set generate.annotations=FILE (JSONL/CSV) or "
+        raise ConfigError("stages has generate: set generate.annotations=FILE (JSONL/CSV) or "
                          "generate.coco_captions=FILE (COCO captions JSON), one of the two")
     later = [s for s in cfg.stages[cfg.stages.index("generate") + 1:] if s in ("validate", "plan", "train", "eval")]
     if later and not gen.dry_run and (not gen.output or cfg.data.path != gen.output):
-        raise ValueError(f"stages runs {', '.join(later)} after generate: they read data.path, so set "
+        raise ConfigError(f"stages runs {', '.join(later)} after generate: they read data.path, so set "
                          f"generate.output=FILE and data.path=FILE to the same file (now {gen.output} and "
                          f"{cfg.data.path})")
 
@@ -488,13 +469,15 @@ def list_recipes() -> list[str]:
 
 def compose(recipe: str, overrides: list[str] | tuple[str, ...] = (), config_dir: str | None = None):
     """The config `python -m lora_llava recipe=NAME OVERRIDES...` would run, for tests and scripts."""
+    from pathlib import Path
+
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     register_schemas()
     conf_dir, recipes_dir = config_dirs()
     search = [f"file://{conf_dir}"]
-    primary = config_dir or str(recipes_dir)
+    primary = str(Path(config_dir).resolve()) if config_dir else str(recipes_dir)  # Hydra wants it absolute
     if config_dir:
         search.append(f"file://{recipes_dir}")
     with initialize_config_dir(config_dir=primary, version_base="1.3"):

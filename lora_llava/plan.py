@@ -56,10 +56,11 @@ def model_config(model_cfg):
     """The configured checkpoint's LlavaConfig (reads config.json only; the tiny model is built locally)."""
     from transformers import AutoConfig
 
-    from lora_llava.models.load import checkpoint_path
+    from lora_llava.models.load import checkpoint_path, loading
 
-    return AutoConfig.from_pretrained(checkpoint_path(model_cfg), revision=model_cfg.revision,
-                                      trust_remote_code=model_cfg.trust_remote_code)
+    with loading(model_cfg):
+        return AutoConfig.from_pretrained(checkpoint_path(model_cfg), revision=model_cfg.revision,
+                                          trust_remote_code=model_cfg.trust_remote_code)
 
 
 def count_parameters(config, quant_cfg, peft_cfg) -> ParamCounts:

@@ -11,6 +11,8 @@ from omegaconf import DictConfig
 
 from lora_llava.config import check_endpoint_ready, check_levers, check_values
 from lora_llava.distributed import is_main_process
+from lora_llava.errors import ConfigError
+from lora_llava.preflight import check_stages
 from lora_llava.rundir import claimed
 
 log = logging.getLogger("lora_llava")
@@ -47,7 +49,7 @@ def _stage(name: str) -> Callable[[DictConfig, RunContext], None]:
     elif name == "push":
         from lora_llava.export.publish import push_stage as fn
     else:
-        raise ValueError(f"unknown stage {name!r}")
+        raise ConfigError(f"unknown stage {name!r}")
     return fn
 
 
@@ -55,6 +57,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunContext:
     check_values(cfg)
     check_levers(cfg)  # optional packages and GPU levers, before any stage loads a model
     check_endpoint_ready(cfg)
+    check_stages(cfg, Path(run_dir))  # every stage's needs, before the first one loads anything
     ctx = RunContext(run_dir=Path(run_dir))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     with claimed(cfg, ctx.run_dir):  # locked, and checked that this command may write there (rundir.py)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, SampleError, Turn
+from lora_llava.errors import ConfigError, DataError, cannot_load
 
-__all__ = ["IMAGE_PLACEHOLDER", "Sample", "SampleError", "Turn", "load_splits", "training_splits", "SOURCES"]
+__all__ = ["IMAGE_PLACEHOLDER", "Sample", "SampleError", "Turn", "load_splits", "training_splits", "require_split",
+           "SOURCES"]
 
 
 def _synthetic(cfg):
@@ -48,8 +50,10 @@ def load_splits(cfg) -> dict[str, list[Sample]]:
     from lora_llava.data.splits import with_validation
 
     if cfg.source not in SOURCES:
-        raise ValueError(f"data.source={cfg.source!r} is not one of {', '.join(sorted(SOURCES))}")
-    splits = with_validation(SOURCES[cfg.source](cfg), cfg)
+        raise ConfigError(f"data.source={cfg.source!r} is not one of {', '.join(sorted(SOURCES))}")
+    where = f"data.path={cfg.path}" if cfg.path else "data.data_files"
+    with cannot_load(DataError, where, "Check the path or Hub id, the network, or HF_HUB_OFFLINE"):
+        splits = with_validation(SOURCES[cfg.source](cfg), cfg)
     return {name: place_images(samples, cfg.image_placement) for name, samples in splits.items()}
 
 
@@ -59,9 +63,19 @@ def training_splits(cfg, answer_suffix: str | None = None) -> dict[str, list[Sam
     from lora_llava.data.samples import with_suffix
 
     splits = load_splits(cfg)
+    require_split(splits, cfg.train_split, "data.train_split")
     if cfg.limit:
         splits[cfg.train_split] = splits[cfg.train_split][: cfg.limit]
     for name in (cfg.train_split, cfg.eval_split):
         if name in splits and answer_suffix:
             splits[name] = [with_suffix(s, answer_suffix) for s in splits[name]]
     return splits
+def require_split(splits: dict[str, list[Sample]], name: str, key: str) -> list[Sample]:
+    """The samples of split `name` (named by config `key`); a missing or empty split is an error naming both."""
+    from lora_llava.errors import ConfigError, DataError
+
+    if name not in splits:
+        raise ConfigError(f"{key}={name!r}: the data has no such split; its splits are {', '.join(splits) or 'none'}")
+    if not splits[name]:
+        raise DataError(f"{key}={name!r}: the split has no samples (check data.path / data.data_files)")
+    return splits[name]

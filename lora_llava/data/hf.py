@@ -14,10 +14,11 @@ from typing import Any
 from PIL import Image
 
 from lora_llava.data.images import open_encoded
-from lora_llava.data.jsonl import FIELDS, check_columns, column_names, flat_sample
+from lora_llava.data.jsonl import FIELDS, check_columns, check_unmapped_images, column_names, flat_sample
 from lora_llava.data.llava_json import record_to_sample, require_image_root
 from lora_llava.data.samples import Sample
 from lora_llava.data.splits import canonical, given_files, split_from_filename
+from lora_llava.errors import ConfigError
 
 BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
@@ -25,7 +26,7 @@ BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl":
 def _builder(path: str) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in BUILDERS:
-        raise ValueError(f"{path}: cannot tell the file type; use one of {', '.join(BUILDERS)}")
+        raise ConfigError(f"{path}: cannot tell the file type; use one of {', '.join(BUILDERS)}")
     return BUILDERS[suffix]
 
 
@@ -38,7 +39,7 @@ def open_dataset(data_cfg) -> dict[str, Any]:
     if files:
         loaded = load_dataset(_builder(next(iter(files.values()))), data_files=files)
     elif not path:
-        raise ValueError("data.path is not set: give a Hub dataset id, a local dataset folder or file, "
+        raise ConfigError("data.path is not set: give a Hub dataset id, a local dataset folder or file, "
                          "or data.data_files={train: FILE, test: FILE}")
     elif Path(path).is_dir() and any((Path(path) / f).is_file() for f in ("dataset_dict.json", "state.json")):
         loaded = load_from_disk(path)
@@ -58,7 +59,7 @@ def undecoded(ds):
     for name, feature in ds.features.items():
         if isinstance(feature, ImageFeature):
             ds = ds.cast_column(name, ImageFeature(decode=False))
-        elif isinstance(getattr(feature, "feature", None), ImageFeature):
+        elif is_image_feature(feature):
             ds = ds.cast_column(name, type(feature)(ImageFeature(decode=False)))
     return ds
 
@@ -70,7 +71,8 @@ def image_refs(value: Any) -> list:
     if isinstance(value, (list, tuple)):
         return [ref for item in value for ref in image_refs(item)]
     if isinstance(value, dict):
-        if value.get("bytes"):
+        if value.get("bytes") is not None:
+            # Empty bytes are kept, so that screening rejects the sample instead of training it text-only.
             return [open_encoded(value["bytes"])]
         return [value["path"]] if value.get("path") else []
     return [value] if isinstance(value, Image.Image) else [str(value)]
@@ -101,7 +103,27 @@ def rows_to_samples(ds, names: dict[str, str], split: str) -> list[Sample]:
             sample = flat_sample({k: v for k, v in row.items() if k != names["image"]}, names, f"{split}-{i}",
                                  images)
         samples.append(sample)
+    if len(ds) and not any(s.images for s in samples):
+        check_unmapped_images(image_columns(ds, 50), names, f"dataset {split!r} split")
     return samples
+
+
+def image_columns(ds, n: int) -> dict[str, list]:
+    """The first `n` values of each column, image-typed columns given as their file names (or 'image.png')."""
+    columns = {}
+    for name in ds.column_names:
+        values = ds[name][:n]
+        if is_image_feature(ds.features[name]):
+            values = [v[0] if isinstance(v, list) and v else v for v in values]  # a list of images: the first
+            values = [((v or {}).get("path") or "image.png") if isinstance(v, dict) else v for v in values]
+        columns[name] = values
+    return columns
+
+
+def is_image_feature(feature) -> bool:
+    from datasets import Image as ImageFeature
+
+    return isinstance(feature, ImageFeature) or isinstance(getattr(feature, "feature", None), ImageFeature)
 
 
 def load_hf(data_cfg) -> dict[str, list[Sample]]:

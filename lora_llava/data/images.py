@@ -15,11 +15,14 @@ from PIL import Image, ImageFile, ImageOps
 
 from lora_llava.data.samples import SampleError
 
+NAME_MAX, PATH_MAX = 255, 4096  # Linux limits; longer names fail in the OS with an unhelpful error
+
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 def resolve_path(sample_id: str, ref: str, root: str | Path | None) -> Path:
     """The file for an image reference, which must stay inside `root` when a root is given."""
+    check_path_name(sample_id, ref)
     path = Path(ref)
     if root is None:
         return path
@@ -30,6 +33,14 @@ def resolve_path(sample_id: str, ref: str, root: str | Path | None) -> Path:
     if root != full and root not in full.parents:
         raise SampleError(sample_id, f"image path {ref!r} escapes the image root {root}", ref)
     return full
+
+
+def check_path_name(sample_id: str, ref: str) -> None:
+    """Names no file system can hold: a NUL character, or over-long names (reported, not crashed on)."""
+    if "\x00" in ref:
+        raise SampleError(sample_id, "image path contains a NUL character", repr(ref[:80]))
+    if len(ref.encode()) > PATH_MAX or any(len(part.encode()) > NAME_MAX for part in Path(ref).parts):
+        raise SampleError(sample_id, f"image path is too long ({len(ref)} characters)", ref[:80] + "...")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -60,6 +71,8 @@ def _decode(sample_id: str, source, where: str | None) -> Image.Image:
                 return to_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise SampleError(sample_id, f"image exceeds the decompression-bomb limit ({err})", where) from None
+    except PermissionError as err:
+        raise SampleError(sample_id, f"cannot read image file: permission denied ({err.strerror})", where) from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         # OSError covers unreadable, unidentified and truncated files ("image file is truncated").
         raise SampleError(sample_id, f"cannot decode image: corrupt or truncated file ({err})", where) from None
@@ -86,6 +99,8 @@ def load_image(sample_id: str, ref: Any, root: str | Path | None = None) -> Imag
     """A decoded RGB image for `ref`: a path (resolved under `root`), a PIL image, or encoded bytes.
     Raises SampleError naming the sample and file."""
     if isinstance(ref, (bytes, bytearray)):
+        if not ref:
+            raise SampleError(sample_id, "image field is empty (0 bytes)")
         return _decode(sample_id, io.BytesIO(ref), None)
     if isinstance(ref, Image.Image):
         encoded = _encoded_bytes(ref)
@@ -93,7 +108,11 @@ def load_image(sample_id: str, ref: Any, root: str | Path | None = None) -> Imag
             return _decode(sample_id, io.BytesIO(encoded), getattr(ref, "filename", None) or None)
         return to_rgb(ref)
     path = resolve_path(sample_id, str(ref), root)
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as err:  # e.g. a name the file system refuses
+        raise SampleError(sample_id, f"cannot look up image file ({err.strerror})", str(path)) from None
+    if not found:
         hint = f" under data.image_root={root}" if root is not None else ""
         raise SampleError(sample_id, f"image file not found{hint}", str(path))
     return _decode(sample_id, path, str(path))

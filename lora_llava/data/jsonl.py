@@ -9,11 +9,20 @@ unless it already places its own `<image>` tags.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
-from lora_llava.data.llava_json import as_list, existing_file, files_by_split, read_jsonl, require_image_root
+from lora_llava.data.llava_json import (
+    as_list,
+    existing_file,
+    files_by_split,
+    read_jsonl,
+    read_text,
+    require_image_root,
+)
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, Turn
+from lora_llava.errors import ConfigError, DataError
 
 FIELDS = ("id", "image", "question", "answer")
 
@@ -22,7 +31,7 @@ def column_names(data_cfg, fields=FIELDS) -> dict[str, str]:
     """Our field -> the data's column, after `data.columns`; unknown keys in data.columns are an error."""
     unknown = {f for f, column in data_cfg.columns.items() if column and f not in fields}
     if unknown:
-        raise ValueError(f"data.columns: field(s) {', '.join(sorted(unknown))} mean nothing to "
+        raise ConfigError(f"data.columns: field(s) {', '.join(sorted(unknown))} mean nothing to "
                          f"data.source={data_cfg.source}; its fields are {', '.join(fields)} (our field -> your column)")
     return {f: data_cfg.columns.get(f) or f for f in fields}
 
@@ -30,7 +39,7 @@ def column_names(data_cfg, fields=FIELDS) -> dict[str, str]:
 def check_columns(available, names: dict[str, str], where: str) -> None:
     missing = [f"{field} (column {names[field]!r})" for field in ("question", "answer") if names[field] not in available]
     if missing:
-        raise ValueError(f"{where}: no {' and no '.join(missing)}; the columns are {', '.join(map(str, available))}. "
+        raise DataError(f"{where}: no {' and no '.join(missing)}; the columns are {', '.join(map(str, available))}. "
                          "Map yours with data.columns.question=COLUMN (likewise answer, image, id)")
 
 
@@ -50,8 +59,7 @@ def flat_sample(row: dict, names: dict[str, str], fallback_id: str, images: list
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
     path = existing_file(path)
     if path.suffix.lower() == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
+        return list(csv.DictReader(io.StringIO(read_text(path), newline="")))
     return read_jsonl(path)
 
 
@@ -64,7 +72,27 @@ def samples_from_table(path: str | Path, names: dict[str, str]) -> list[Sample]:
         row = row if isinstance(row, dict) else {}
         images = [str(ref) for ref in as_list(row.get(names["image"]))]
         samples.append(flat_sample(row, names, f"{stem}:{i + 1}", images))
+    if rows and not any(s.images for s in samples):
+        check_unmapped_images({k: [r.get(k) for r in rows if isinstance(r, dict)] for k in rows[0]}, names, path)
     return samples
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def looks_like_images(values: list) -> bool:
+    """Most non-empty values are image file names."""
+    names = [str(v).strip().lower() for v in values if v not in (None, "")]
+    return bool(names) and sum(n.endswith(IMAGE_SUFFIXES) for n in names) > len(names) / 2
+
+
+def check_unmapped_images(columns: dict[str, list], names: dict[str, str], where) -> None:
+    """No sample got an image, yet a column holds image file names: the column mapping missed it."""
+    for column, values in columns.items():
+        if column != names["image"] and looks_like_images(values):
+            raise DataError(f"{where}: no sample has an image, but column {column!r} holds image file names "
+                            f"(e.g. {next(v for v in values if v)!r}) and data.columns.image is "
+                            f"{names['image']!r}: map it with data.columns.image={column}")
 
 
 def load_jsonl(data_cfg) -> dict[str, list[Sample]]:

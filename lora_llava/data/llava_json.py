@@ -15,6 +15,7 @@ from typing import Any
 
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, Turn
 from lora_llava.data.splits import given_files, split_from_filename
+from lora_llava.errors import ConfigError, DataError, MissingPathError
 
 log = logging.getLogger("lora_llava")
 
@@ -24,20 +25,32 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
 def existing_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist (check data.path / data.data_files)")
+        raise MissingPathError(f"data file {path} does not exist (check data.path / data.data_files)")
     return path
+
+
+def read_text(path: Path) -> str:
+    """The file's text: UTF-8, with or without the byte-order mark spreadsheets write ("CSV UTF-8"). Any other
+    encoding is an error naming the file and the line of the first byte that is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}, line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); save the file as "
+                        "UTF-8 (in a spreadsheet: 'CSV UTF-8')") from None
+    return text.removeprefix("\ufeff")
 
 
 def read_jsonl(path: Path) -> list[dict]:
     """One JSON object per non-empty line; a malformed line is named by file and line number."""
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}, line {line_no}: not valid JSON ({err})") from None
+    for line_no, line in enumerate(read_text(path).split("\n"), 1):  # not splitlines: JSON may hold U+2028
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}, line {line_no}: not valid JSON ({err})") from None
     return records
 
 
@@ -47,11 +60,11 @@ def read_records(path: str | Path) -> list[dict]:
     if path.suffix == ".jsonl":
         return read_jsonl(path)
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = json.loads(read_text(path))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+        raise DataError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a JSON list of conversation records, got {type(records).__name__}")
+        raise DataError(f"{path}: expected a JSON list of conversation records, got {type(records).__name__}")
     return records
 
 
@@ -98,7 +111,7 @@ def files_by_split(data_cfg) -> dict[str, str]:
     if given_files(data_cfg):
         return given_files(data_cfg)
     if not data_cfg.path:
-        raise ValueError(f"data.path is not set: point it at your data file (data.source={data_cfg.source}), "
+        raise ConfigError(f"data.path is not set: point it at your data file (data.source={data_cfg.source}), "
                          "or give data.data_files={train: FILE, test: FILE}")
     split = split_from_filename(Path(data_cfg.path).stem)
     log.info("reading %s as the %r split (from its file name; data.data_files chooses otherwise)",
@@ -115,7 +128,7 @@ def require_image_root(splits: dict[str, list[Sample]], data_cfg) -> None:
         for sample in samples:
             for ref in sample.images:
                 if isinstance(ref, str) and not Path(ref).is_absolute():
-                    raise ValueError(f"data.image_root is not set, but sample {sample.id!r} refers to the relative "
+                    raise ConfigError(f"data.image_root is not set, but sample {sample.id!r} refers to the relative "
                                      f"image path {ref!r}; set data.image_root to the folder its images are in")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, Turn
+from lora_llava.errors import ConfigError
 
 
 def front(text: str) -> str:
@@ -24,5 +25,5 @@ def place_images(samples: list[Sample], mode: str) -> list[Sample]:
     if mode == "keep":
         return samples
     if mode != "front":
-        raise ValueError(f"data.image_placement={mode!r} is not one of keep, front")
+        raise ConfigError(f"data.image_placement={mode!r} is not one of keep, front")
     return [replace(s, turns=[Turn(t.role, front(t.text)) for t in s.turns]) for s in samples]

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lora_llava.errors import DataError
+
 IMAGE_PLACEHOLDER = "<image>"
 ROLES = ("user", "assistant")
 
 
-class SampleError(ValueError):
+class SampleError(DataError):
     """A sample that cannot be used; the message names the sample, the file and the reason."""
 
     def __init__(self, sample_id: str, reason: str, path: str | None = None):
@@ -48,6 +50,10 @@ class Sample:
         for i, turn in enumerate(self.turns):
             if turn.role not in ROLES:
                 raise SampleError(self.id, f"turn {i} has unknown role {turn.role!r} (expected user/assistant)")
+            if turn.role == "user" and not turn.text.strip():
+                raise SampleError(self.id, f"turn {i} is an empty user turn (no question, no image)")
+        if self.turns[0].role != "user":
+            raise SampleError(self.id, "no user turn before the first answer (a conversation starts with the user)")
         if self.turns[-1].role != "assistant" or not self.turns[-1].text.strip():
             raise SampleError(self.id, "empty or missing answer (the last turn must be a non-empty assistant turn)")
         tags = sum(t.text.count(IMAGE_PLACEHOLDER) for t in self.turns)
@@ -57,8 +63,8 @@ class Sample:
 
 def with_suffix(sample: Sample, suffix: str | None) -> Sample:
     """The sample with `suffix` appended to its last user turn (LLaVA's answer-format instruction)."""
-    if not suffix:
-        return sample
     turns = list(sample.prompt_turns())
+    if not suffix or not turns or turns[-1].role != "user" or not turns[-1].text.strip():
+        return sample  # no question to append to: screening rejects the sample, naming it
     turns[-1] = Turn(turns[-1].role, f"{turns[-1].text}\n{suffix}")
     return Sample(sample.id, turns + sample.turns[len(turns):], sample.images, sample.meta)

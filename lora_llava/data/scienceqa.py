@@ -22,6 +22,7 @@ from lora_llava.data.llava_json import files_by_split, require_image_root, sampl
 from lora_llava.data.samples import Sample, Turn
 from lora_llava.data.scienceqa_prompts import Problem, check_format, parse, render
 from lora_llava.data.splits import canonical, given_files
+from lora_llava.errors import ConfigError, DataError
 
 log = logging.getLogger("lora_llava")
 
@@ -44,7 +45,7 @@ def problem_sample(pid: str, raw: dict, images: list, fmt: str, split: str | Non
     try:
         text, answer = render(problem, fmt)
     except ValueError as err:
-        raise ValueError(f"ScienceQA problem {pid}: {err}") from None
+        raise DataError(f"ScienceQA problem {pid}: {err}") from None
     return Sample(pid, [Turn("user", text), Turn("assistant", answer)], images,
                   problem_meta(pid, raw, problem, split))
 
@@ -58,7 +59,7 @@ def detect_layout(data_cfg) -> tuple[str, Path | None]:
     """("original", problems file) | ("llava_json", None) | ("hub", None) for data.path / data.data_files."""
     files = list(given_files(data_cfg).values()) or ([data_cfg.path] if data_cfg.path else [])
     if not files:
-        raise ValueError("data.path is not set: give the Hub id (derek-thomas/ScienceQA) or a local copy, the "
+        raise ConfigError("data.path is not set: give the Hub id (derek-thomas/ScienceQA) or a local copy, the "
                          "original release's folder (problems.json, pid_splits.json, images/) or LLaVA's JSON")
     first = Path(files[0])
     if first.is_dir() and (first / "problems.json").is_file():

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from lora_llava.data.samples import IMAGE_PLACEHOLDER
+from lora_llava.errors import ConfigError, DataError
 
 LETTERS = "ABCDE"
 LLAVA_15 = "llava-1.5"
@@ -71,7 +72,7 @@ class Problem:
 def check_format(name: str) -> None:
     if name not in FORMATS:
         originals = ", ".join(f"{i}-{o}" for i in ("QCM", "CQM") for o in ("A", "EA", "LEA"))
-        raise ValueError(f"data.prompt_format={name!r} is not a ScienceQA prompt format; use {LLAVA_15} "
+        raise ConfigError(f"data.prompt_format={name!r} is not a ScienceQA prompt format; use {LLAVA_15} "
                          f"(LLaVA-1.5's) or INPUT-OUTPUT with INPUT in {', '.join(INPUTS)} and OUTPUT in "
                          f"{', '.join(OUTPUTS)} (e.g. {originals})")
 
@@ -80,7 +81,7 @@ def render(problem: Problem, fmt: str) -> tuple[str, str]:
     """(user turn text, assistant answer) for `problem` in prompt format `fmt`."""
     check_format(fmt)
     if len(problem.choices) > len(LETTERS) or not 0 <= problem.answer < len(problem.choices):
-        raise ValueError(f"answer index {problem.answer} does not fit {len(problem.choices)} choices")
+        raise DataError(f"answer index {problem.answer} does not fit {len(problem.choices)} choices")
     if fmt == LLAVA_15:
         return _llava15(problem), problem.letter
     return _original(problem, *fmt.split("-"))

@@ -22,13 +22,14 @@ from tqdm.auto import tqdm
 from lora_llava.data.collate import Collator
 from lora_llava.data.images import load_image
 from lora_llava.data.samples import Sample, SampleError
+from lora_llava.errors import DataError
 
 log = logging.getLogger("lora_llava")
 
 REJECTED_FILE = "rejected.jsonl"
 
 
-class TooManyRejected(ValueError):
+class TooManyRejected(DataError):
     """More of a split was rejected than data.max_skip_fraction allows."""
 
 

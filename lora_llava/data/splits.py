@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
+from dataclasses import replace
 
 from lora_llava.data.samples import Sample
 
@@ -31,6 +33,23 @@ def split_from_filename(stem: str, default: str = "train") -> str:
     return default
 
 
+def unique_ids(samples: list[Sample], split: str) -> list[Sample]:
+    """Samples whose ids are unique within the split: a repeated id becomes `ID#2`, `ID#3`, ... with a warning
+    (predictions, rejects and resumes are keyed by id, so two samples must never share one)."""
+    counts, renamed, out = Counter(), [], []
+    for sample in samples:
+        counts[sample.id] += 1
+        if counts[sample.id] > 1:
+            new_id = f"{sample.id}#{counts[sample.id]}"
+            renamed.append(f"{sample.id!r} -> {new_id!r}")
+            sample = replace(sample, id=new_id)
+        out.append(sample)
+    if renamed:
+        log.warning("%s split: %d sample(s) repeat an id and were renamed: %s", split, len(renamed),
+                    ", ".join(renamed[:5]) + (" ..." if len(renamed) > 5 else ""))
+    return out
+
+
 def carve_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     """(train, validation): a seeded random `fraction` of `samples` held out, both keeping the original order."""
     if not 0 < fraction < 1 or len(samples) < 2:
@@ -44,7 +63,7 @@ def carve_validation(samples: list[Sample], fraction: float, seed: int) -> tuple
 def with_validation(splits: dict[str, list[Sample]], data_cfg) -> dict[str, list[Sample]]:
     """Canonical split names; when `data.eval_split` is missing but the training split exists, a seeded
     `data.val_fraction` of the training samples becomes the validation split."""
-    splits = {canonical(name): samples for name, samples in splits.items()}
+    splits = {canonical(name): unique_ids(samples, canonical(name)) for name, samples in splits.items()}
     train_name, eval_name = data_cfg.train_split, data_cfg.eval_split
     if eval_name and eval_name not in splits and train_name in splits:
         train, held_out = carve_validation(splits[train_name], data_cfg.val_fraction, data_cfg.seed)

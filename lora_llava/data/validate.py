@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lora_llava.data.lengths import spread
 from lora_llava.data.screen import Screened, reason_kind, screen, write_rejected
+from lora_llava.errors import DataError
 
 REJECTS_FILE = "data_rejected.jsonl"
 
@@ -41,9 +42,19 @@ def summarize(screened: Screened) -> dict:
     }
 
 
+def would_stop(summary: dict, data_cfg) -> bool:
+    """Whether a run using this split would stop on it under the current data.on_error."""
+    bad, total = summary["rejected"], summary["samples"]
+    if not total:
+        return True
+    return bool(bad) and (data_cfg.on_error == "raise" or bad / total > data_cfg.max_skip_fraction)
+
+
 def verdict(split: str, summary: dict, data_cfg) -> str:
     """What a training run would do with this split under the current data.on_error."""
     bad, total = summary["rejected"], summary["samples"]
+    if not total:
+        return f"{split}: no samples; a run using this split would stop"
     if not bad:
         return f"{split}: all {total} samples usable"
     if data_cfg.on_error == "raise":
@@ -104,3 +115,7 @@ def validate_stage(cfg, ctx) -> None:
     print(render_markdown(report))
     print(f"written: {ctx.run_dir / 'data_report.md'}, data_report.json"
           + (f", {REJECTS_FILE}" if any(s["rejected"] for s in report["splits"].values()) else ""))
+    stops = [v for v, s in zip(report["verdicts"], report["splits"].values()) if would_stop(s, cfg.data)]
+    if stops:
+        raise DataError(f"validate: a run would stop on this data: {'; '.join(stops)} (details in "
+                        f"{ctx.run_dir / 'data_report.md'})")

@@ -11,7 +11,8 @@ serve`, vLLM: any OpenAI-compatible server) the same way instead of loading one.
 a config override as for `python -m lora_llava`: `recipe=NAME` picks the recipe the adapter was trained with
 and `model.path=DIR` a merged model. Without `recipe=`, the config is the adapter's own run
 (<run>/.hydra/config.yaml beside <run>/adapter), with `key=value` overrides on top.
-In interactive mode `/image FILE` starts over with another picture, `/reset` starts over, `/quit` ends.
+In interactive mode `/image FILE` starts over with another picture, `/reset` starts over, `/quit` ends,
+`/help` lists these. Expected errors print one line (LORA_LLAVA_DEBUG=1 shows the full traceback).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ import sys
 from pathlib import Path
 
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, Turn
+from lora_llava.errors import ConfigError, run_entry
+
+COMMANDS = {"/image FILE": "start over about another picture", "/reset": "start over", "/help": "this list",
+            "/quit": "end (also Ctrl-D)"}
 
 OWN_KEYS = ("image", "question", "interactive", "max_new_tokens", "endpoint", "served_model")
 
@@ -55,7 +60,7 @@ def load_config(overrides: list[str]):
         adapter = next((a.split("=", 1)[1] for a in rest if a.startswith("adapter=")), None)
         run_config = Path(adapter).parent / ".hydra" / "config.yaml" if adapter else None
         if run_config is None or not run_config.is_file():
-            sys.exit("lora_llava.predict: name the recipe the model was trained with (recipe=NAME), or give "
+            raise ConfigError("name the recipe the model was trained with (recipe=NAME), or give "
                      "adapter=<run>/adapter of a run made by `python -m lora_llava` (its config is read from "
                      "<run>/.hydra/config.yaml)")
         cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_config),
@@ -85,10 +90,8 @@ def chat(reply, image: str | None, first: str | None = None, read=None, write=pr
             return
         if line in ("/quit", "/exit"):
             return
-        if line == "/reset" or line.startswith("/image "):
-            image = line.split(" ", 1)[1].strip() if line.startswith("/image ") else image
-            turns = []
-            write(f"(new conversation{f' about {image}' if image else ''})")
+        if line.startswith("/"):
+            image, turns = command(line, image, turns, write)
             continue
         if not line:
             continue
@@ -116,16 +119,45 @@ def endpoint_reply(own: dict, overrides: list[str]):
                                              own["served_model"], system)
 
 
-def main(argv: list[str] | None = None) -> None:
-    own, overrides = split_args(sys.argv[1:] if argv is None else argv)
+def command(line: str, image: str | None, turns: list[Turn], write) -> tuple[str | None, list[Turn]]:
+    """An interactive /command: (the image, the turns) after it. A missing /image file is said at once."""
+    name, _, arg = line.partition(" ")
+    if name == "/image" and arg.strip():
+        if not Path(arg.strip()).is_file():
+            write(f"(no such file: {arg.strip()}; still about {image or 'no image'})")
+            return image, turns
+        image = arg.strip()
+    elif name != "/reset":
+        write("\n".join(f"  {c:<12} {what}" for c, what in COMMANDS.items()))
+        return image, turns
+    write(f"(new conversation{f' about {image}' if image else ''})")
+    return image, []
+
+
+def _main(argv: list[str]) -> None:
+    if any(a in ("--help", "-h") for a in argv):
+        print(__doc__.strip())
+        return
+    own, overrides = split_args(argv)
     if own["image"] and not Path(own["image"]).is_file():
-        sys.exit(f"lora_llava.predict: image={own['image']}: no such file")
+        raise ConfigError(f"image={own['image']}: no such file")
     reply = endpoint_reply(own, overrides) if own["endpoint"] else local_reply(own, overrides)
     if own["question"] and not own["interactive"]:
         text = f"{IMAGE_PLACEHOLDER}\n{own['question']}" if own["image"] else own["question"]
         print(reply([Turn("user", text)], own["image"]))
         return
     chat(reply, own["image"], first=own["question"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from lora_llava.checks import describe_config_error
+
+    argv = sys.argv[1:] if argv is None else argv
+    run_entry("lora_llava.predict", lambda: _main(argv), (HydraException, OmegaConfBaseException),
+              describe_config_error)
 
 
 if __name__ == "__main__":

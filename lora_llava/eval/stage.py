@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from lora_llava.data.samples import Sample, with_suffix
-from lora_llava.eval.answers import split_samples
+from lora_llava.errors import DataError, MissingPathError
 from lora_llava.eval.generate import generate
 from lora_llava.eval.scoring import build_scorer, score
 from lora_llava.eval.scoring.report import write_results
@@ -22,7 +22,7 @@ def read_predictions(path: str | Path, samples: list[Sample]) -> tuple[list[str]
     (outputs, number of such questions)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"eval.predictions={path}: no such file")
+        raise MissingPathError(f"eval.predictions={path}: no such file")
     answers = {}
     with open(path) as f:
         for number, line in enumerate(f, 1):
@@ -32,13 +32,13 @@ def read_predictions(path: str | Path, samples: list[Sample]) -> tuple[list[str]
                 row = json.loads(line)
                 answers[str(row["question_id"])] = row["text"]
             except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}, line {number}: expected a JSON object with question_id and text "
+                raise DataError(f"{path}, line {number}: expected a JSON object with question_id and text "
                                  f"({err})") from None
     ids = [s.id for s in samples]
     missing = [i for i in ids if i not in answers]
     unknown = set(answers) - set(ids)
     if len(missing) == len(ids) and ids:
-        raise ValueError(f"{path}: none of its {len(answers)} question_ids is a question of this split "
+        raise DataError(f"{path}: none of its {len(answers)} question_ids is a question of this split "
                          f"(first ids: {ids[:3]} vs {list(answers)[:3]}); check eval.split and data.*")
     if missing:
         log.warning("%s: %d of %d questions have no prediction and count as wrong (e.g. %s)",
@@ -50,10 +50,10 @@ def read_predictions(path: str | Path, samples: list[Sample]) -> tuple[list[str]
 
 
 def eval_samples(cfg) -> list[Sample]:
-    try:
-        return split_samples(cfg.data, cfg.eval.split, cfg.eval.limit)
-    except ValueError as err:
-        raise ValueError(f"eval.split={cfg.eval.split!r}: {err}") from None
+    from lora_llava.data import load_splits, require_split
+
+    samples = require_split(load_splits(cfg.data), cfg.eval.split, "eval.split")
+    return samples[: cfg.eval.limit] if cfg.eval.limit else samples
 
 
 def scorer_for(cfg, eval_dir: Path):
@@ -106,7 +106,7 @@ def arbitration(cfg, samples, prompts, outputs, eval_dir: Path) -> dict:
 
 def eval_stage(cfg, ctx) -> None:
     from lora_llava.data.screen import screen_split
-    from lora_llava.models.load import load_adapted
+    from lora_llava.models.load import load_adapted, load_processor
 
     samples = eval_samples(cfg)
     eval_dir = ctx.run_dir / "eval"
@@ -115,9 +115,11 @@ def eval_stage(cfg, ctx) -> None:
                  cfg.eval.split)
         rows, metrics, outputs, prompts = score_file(cfg, samples, eval_dir)
     else:
+        # Screened with the processor alone, so bad or no usable questions stop before weights load.
+        processor = ctx.processor or load_processor(cfg.model)
+        samples = screen_split(samples, cfg.data, processor, ctx.run_dir, cfg.eval.split, generation=True)
         if ctx.model is None:  # no model in memory: adapter=, or the one this run's train stage saved
             ctx.model, ctx.processor = load_adapted(cfg, cfg.adapter or (str(ctx.adapter_dir) if ctx.adapter_dir else None))
-        samples = screen_split(samples, cfg.data, ctx.processor, ctx.run_dir, cfg.eval.split, generation=True)
         rows, metrics, outputs, prompts = evaluate(cfg, ctx.model, ctx.processor, samples, eval_dir)
     if cfg.eval.judge.arbitrate_with:
         metrics["arbitration"] = arbitration(cfg, samples, prompts, outputs, eval_dir)

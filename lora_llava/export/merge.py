@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from lora_llava.errors import ConfigError
+
 log = logging.getLogger("lora_llava")
 
 # Allowed max |logit difference| = absolute + relative * (largest |reference logit|). Merging rounds W + BA
@@ -60,7 +62,7 @@ def load_base(cfg, dtype: torch.dtype):
 
     base, processor = build_model_and_processor(cfg.model, None, dtype=dtype)
     if leftover_layers(base)["quantized_layers"]:
-        raise ValueError(f"model.path={cfg.model.path} loads as a quantized checkpoint; merging needs the "
+        raise ConfigError(f"model.path={cfg.model.path} loads as a quantized checkpoint; merging needs the "
                          "unquantized base: point model.path at the 16-bit model the adapter was trained "
                          "from")
     return base, processor

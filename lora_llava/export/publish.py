@@ -13,7 +13,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from lora_llava.errors import UserError
+from lora_llava.errors import MissingPathError, UserError
 from lora_llava.models.load import PICKLE_SUFFIXES
 
 log = logging.getLogger("lora_llava")
@@ -37,7 +37,7 @@ def source_folder(cfg, ctx) -> Path:
         for merged in candidates:
             if (merged / "config.json").is_file():
                 return merged
-        raise FileNotFoundError(f"hub.what=merged but there is no merged model in "
+        raise MissingPathError(f"hub.what=merged but there is no merged model in "
                                 f"{' or '.join(map(str, candidates))}: run stages=[export,push] "
                                 "export.merge=true (with adapter=PATH when not training)")
     adapter = ensure_adapter_dir(cfg, ctx)

@@ -80,7 +80,7 @@ def ensure_adapter_dir(cfg, ctx) -> Path:
     if ctx.adapter_dir is not None:
         return ctx.adapter_dir
     if cfg.adapter is None:
-        raise ValueError("no adapter to export: run the train stage first or pass adapter=PATH "
+        raise ConfigError("no adapter to export: run the train stage first or pass adapter=PATH "
                          "(e.g. stages=[export] adapter=outputs/<recipe>/<time>/adapter)")
     ctx.adapter_dir = assemble_adapter(cfg, Path(cfg.adapter), ctx.run_dir / "adapter")
     return ctx.adapter_dir

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections import Counter
+from contextlib import contextmanager
 
 log = logging.getLogger("lora_llava")
 
@@ -64,7 +66,8 @@ def apply_adapters(model, peft_cfg, quantized: bool, gradient_checkpointing: boo
     if peft_cfg.method == "none":
         model = train_projector_only(model)
     else:
-        model = get_peft_model(model, build_lora_config(peft_cfg))
+        with peft_reading_old_names():
+            model = get_peft_model(model, build_lora_config(peft_cfg))
     if gradient_checkpointing:
         hook_language_inputs(model.get_base_model() if peft_cfg.method != "none" else model)
         if peft_cfg.scope == "language_model":
@@ -140,6 +143,13 @@ def train_projector_only(model):
     for name, param in model.named_parameters():
         param.requires_grad_(is_projector(name))
     return model
+@contextmanager
+def peft_reading_old_names():
+    """peft 0.21 still reads `model.is_gradient_checkpointing`, which transformers 5 renamed (a FutureWarning on
+    every run that the user can do nothing about); only that warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def module_group(name: str) -> str:

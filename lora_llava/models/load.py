@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from lora_llava.errors import UserError, disk_full_message
+from lora_llava.errors import ConfigError, MissingPathError, UserError, cannot_load, disk_full_message
 from lora_llava.models.quant import build_quant_config
 
 log = logging.getLogger("lora_llava")
@@ -60,13 +60,20 @@ def _device_map():
     return {"": int(os.environ.get("LOCAL_RANK", 0))}
 
 
+def loading(model_cfg, path: str | None = None):
+    """Errors while loading the checkpoint, as one line naming model.path (or the merged folder)."""
+    what = f"model.path={path or model_cfg.path}"
+    return cannot_load(ConfigError, what, "Check the Hub id or folder, the network, or HF_HUB_OFFLINE")
+
+
 def load_processor(model_cfg, path: str | None = None):
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(
-        path or checkpoint_path(model_cfg), revision=model_cfg.revision,
-        trust_remote_code=model_cfg.trust_remote_code,
-    )
+    with loading(model_cfg, path):
+        return AutoProcessor.from_pretrained(
+            path or checkpoint_path(model_cfg), revision=model_cfg.revision,
+            trust_remote_code=model_cfg.trust_remote_code,
+        )
 
 
 def build_model_and_processor(model_cfg, quant_cfg, dtype: torch.dtype | None = None, path: str | None = None):
@@ -78,16 +85,17 @@ def build_model_and_processor(model_cfg, quant_cfg, dtype: torch.dtype | None = 
     path = path or checkpoint_path(model_cfg)
     dtype = dtype or resolve_dtype(model_cfg.dtype)
     quant = build_quant_config(quant_cfg, dtype) if quant_cfg is not None else None
-    model = LlavaForConditionalGeneration.from_pretrained(
-        path,
-        revision=model_cfg.revision,
-        dtype=dtype,
-        quantization_config=quant,
-        attn_implementation=model_cfg.attn_implementation,
-        trust_remote_code=model_cfg.trust_remote_code,
-        device_map=_device_map(),
-        use_safetensors=True,
-    )
+    with loading(model_cfg, path):
+        model = LlavaForConditionalGeneration.from_pretrained(
+            path,
+            revision=model_cfg.revision,
+            dtype=dtype,
+            quantization_config=quant,
+            attn_implementation=model_cfg.attn_implementation,
+            trust_remote_code=model_cfg.trust_remote_code,
+            device_map=_device_map(),
+            use_safetensors=True,
+        )
     if model_cfg.projector and base_path:
         from lora_llava.models.projector import load_projector
 
@@ -133,14 +141,14 @@ def save_adapter(model, processor, out_dir: Path, cfg, metrics: dict | None = No
 
 def check_adapter_source(src: Path) -> None:
     if not (src / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"adapter={src}: no adapter_config.json there; point adapter= at a folder "
+        raise MissingPathError(f"adapter={src}: no adapter_config.json there; point adapter= at a folder "
                                 "written by the train stage (<run>/adapter) or a checkpoint "
                                 "(<run>/checkpoints/checkpoint-N)")
     if not (src / "adapter_model.safetensors").is_file():
         pickled = [p.name for p in src.glob("adapter_model*") if p.suffix in PICKLE_SUFFIXES]
         hint = (f" It has {', '.join(pickled)}, a pickle, which this toolkit does not load: re-save it with "
                 "save_pretrained(..., safe_serialization=True).") if pickled else ""
-        raise FileNotFoundError(f"adapter={src}: no adapter_model.safetensors.{hint}")
+        raise MissingPathError(f"adapter={src}: no adapter_model.safetensors.{hint}")
 
 
 def load_adapted(cfg, adapter: str | None):

@@ -22,6 +22,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from lora_llava.distributed import any_process
+from lora_llava.errors import ConfigError, DataError, UserError
 from lora_llava.train.checkpoints import last_good
 
 log = logging.getLogger("lora_llava")
@@ -168,7 +169,7 @@ def plot_losses(log_history: list[dict], path: Path) -> list[str]:
     return [ax.get_title() for ax in axes]
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """A non-finite loss or gradient: the message names the step, the samples and the last good checkpoint."""
 
 
@@ -266,7 +267,7 @@ def check_supervised(collator, dataset, n: int = 64, batch_size: int = 8) -> Non
         batch = collator([dataset[i] for i in rows[start:start + batch_size]])
         if (batch["labels"] != IGNORE_INDEX).any():
             return
-    raise ValueError(
+    raise DataError(
         f"nothing to learn: none of the {len(rows)} training samples checked (of {total}) has a supervised token, "
         "every label is -100, so training would change nothing. Check that each sample ends with a non-empty "
         "assistant answer and that data.prompt_format matches the model.")
@@ -277,11 +278,11 @@ def check_trackers(report_to) -> list[str]:
     names = [name for name in report_to if name != "none"]
     for name in names:
         if name == "all":
-            raise ValueError("train.report_to: `all` would report to every tracker that happens to be installed; "
+            raise ConfigError("train.report_to: `all` would report to every tracker that happens to be installed; "
                              f"name the ones you want, from {', '.join(TRACKERS)}")
         if name not in TRACKERS:
-            raise ValueError(f"train.report_to: unknown tracker {name!r}; choose from {', '.join(TRACKERS)}")
+            raise ConfigError(f"train.report_to: unknown tracker {name!r}; choose from {', '.join(TRACKERS)}")
         if not any(find_spec(module) for module in TRACKERS[name]):
             extra = "pip install tensorboard" if name == "tensorboard" else f"pip install 'lora_llava[{name}]'"
-            raise ValueError(f"train.report_to lists {name}, which is not installed: {extra}")
+            raise ConfigError(f"train.report_to lists {name}, which is not installed: {extra}")
     return names

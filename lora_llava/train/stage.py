@@ -48,7 +48,7 @@ def build_sft_config(train_cfg, run_dir: Path, dtype: torch.dtype, has_eval: boo
         max_grad_norm=train_cfg.max_grad_norm,
         optim=train_cfg.optim,
         # Checkpointing is applied by apply_adapters (it must precede get_peft_model for k-bit models).
-        gradient_checkpointing=False,
+        activation_checkpointing=False,  # transformers 5's name; SFTConfig's old-named default would warn
         bf16=on_gpu and dtype == torch.bfloat16,
         fp16=on_gpu and dtype == torch.float16,
         use_cpu=not on_gpu,
@@ -81,6 +81,7 @@ def build_sft_config(train_cfg, run_dir: Path, dtype: torch.dtype, has_eval: boo
 
 
 def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dtype):
+    from lora_llava.models.card import write_model_card
     from lora_llava.train.resume import training_config
     from lora_llava.train.trainer import LlavaSFTTrainer
 
@@ -108,6 +109,7 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
         run_config=training_config(cfg),  # saved in each checkpoint; a resume compares against it
         not_learning_steps=cfg.train.not_learning_steps,
         projector_base=base_identity(cfg.model) if cfg.peft.method == "none" else None,
+        card_writer=lambda folder: write_model_card(folder, cfg),
     )
 
 
@@ -116,6 +118,7 @@ def prepare_splits(cfg, processor, run_dir: Path):
     splits = training_splits(cfg.data, cfg.train.answer_suffix)
     # Bad samples stop the run here (data.on_error=raise) or are left out and listed (skip), never mid-training.
     return screen_splits(splits, cfg.data, processor, run_dir, [cfg.data.train_split, cfg.data.eval_split])
+
 
 
 def train(cfg, run_dir: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import torch
@@ -20,8 +21,8 @@ class LlavaSFTTrainer(SFTTrainer):
 
     def __init__(self, *args, group_by_modality_length: bool = False, length_group_window: int = 1,
                  supervised_logits_only: bool = False, run_config: dict | None = None,
-                 not_learning_steps: int = 0,
-                 projector_learning_rate: float | None = None, projector_base: str | None = None, **kwargs):
+                 not_learning_steps: int = 0, projector_learning_rate: float | None = None,
+                 projector_base: str | None = None, card_writer=None, **kwargs):
         self.group_by_modality_length, self.length_group_window = group_by_modality_length, length_group_window
         self.supervised_logits_only = supervised_logits_only
         self.sample_ids_seen: set[tuple[int, str]] = set()  # (epoch, id) trained on here; ranks compare at the end
@@ -36,6 +37,8 @@ class LlavaSFTTrainer(SFTTrainer):
         self._step_loss = None  # this optimizer step's loss so far (a device scalar), for the learning check
         self._learning_pending: list[tuple] = []  # (step, loss, grad norm) since the last read-back
         self.projector_base = projector_base  # set for an align run (peft.method=none): the base it is aligned on
+        # Our card for each checkpoint (peft's own template names the base by its local path, or "None").
+        self.card_writer = card_writer
         super().__init__(*args, **kwargs)
         from lora_llava.train.callbacks import LearningCheck
 
@@ -209,6 +212,8 @@ class LlavaSFTTrainer(SFTTrainer):
             self._staging = None
         self.accelerator.wait_for_everyone()  # every rank's RNG state is in before the rename
         if self.is_world_process_zero():
+            if self.card_writer is not None:
+                self.card_writer(staging / f"checkpoint-{step}")
             commit(staging / f"checkpoint-{step}", root / f"checkpoint-{step}", step, self.args.world_size)
             rotate(root, self.args.save_total_limit)
         self.accelerator.wait_for_everyone()
@@ -237,6 +242,14 @@ class LlavaSFTTrainer(SFTTrainer):
         from lora_llava.models.projector import load_saved
 
         load_saved(model if model is not None else self.model, resume_from_checkpoint, self.projector_base)
+    def create_model_card(self, *args, **kwargs):
+        # TRL writes checkpoints/README.md at every save, naming a local or built base "None"; ours names the base
+        # the way the adapter's card does (models/card.py).
+        if self.card_writer is None:
+            return super().create_model_card(*args, **kwargs)
+        if self.is_world_process_zero():
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            self.card_writer(self.args.output_dir)
 
     def _get_output_dir(self, trial):
         return self._staging or super()._get_output_dir(trial)

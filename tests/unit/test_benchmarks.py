@@ -30,7 +30,7 @@ def test_in_memory_nf4_build_matches_from_pretrained():
     loaded, built = (apply_adapters(m, cfg.peft, True, True) for m in (loaded, built))
     trainable = {n: p.dtype for n, p in loaded.named_parameters() if p.requires_grad}
     assert trainable == {n: p.dtype for n, p in built.named_parameters() if p.requires_grad}
-    assert loaded.is_gradient_checkpointing and built.is_gradient_checkpointing
+    assert loaded.is_activation_checkpointing and built.is_activation_checkpointing
 
 
 def test_gpu_rows_are_llava_shaped():

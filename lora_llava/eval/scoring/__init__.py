@@ -9,6 +9,7 @@ relative score instead, with `correct` None in its rows; `build_scorer` gives it
 from __future__ import annotations
 
 from lora_llava.data.samples import Sample
+from lora_llava.errors import ConfigError
 from lora_llava.eval.scoring import exact, qa, scienceqa
 from lora_llava.eval.scoring.breakdown import by_meta_fields
 
@@ -28,7 +29,7 @@ def build_scorer(eval_cfg, endpoint_cfg, eval_dir, image_root):
 def score(scorer, samples: list[Sample], outputs: list[str], prompts: list[str] | None = None,
           metadata_fields=()) -> tuple[list[dict], dict]:
     if not callable(scorer) and scorer not in SCORERS:
-        raise ValueError(f"eval.scorer={scorer!r} is not one of {', '.join(SCORERS)}")
+        raise ConfigError(f"eval.scorer={scorer!r} is not one of {', '.join(SCORERS)}")
     if len(samples) != len(outputs):
         raise ValueError(f"{len(outputs)} outputs for {len(samples)} questions")
     prompts = prompts if prompts is not None else [s.prompt_turns()[-1].text for s in samples]

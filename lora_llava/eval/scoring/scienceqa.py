@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 
 from lora_llava.data.samples import Sample
+from lora_llava.errors import DataError
 from lora_llava.eval.scoring.breakdown import accuracy_by, summary
 
 OPTIONS = ("A", "B", "C", "D", "E")
@@ -45,7 +46,7 @@ def gold_index(sample: Sample) -> int:
         return int(sample.meta["answer_index"])
     letter = sample.meta.get("answer_letter") or sample.answer.strip()
     if letter not in OPTIONS:
-        raise ValueError(f"sample {sample.id!r}: no meta answer_index and answer {sample.answer!r} is not a "
+        raise DataError(f"sample {sample.id!r}: no meta answer_index and answer {sample.answer!r} is not a "
                          "letter A-E; the scienceqa scorer needs ScienceQA-style samples (eval.scorer=qa "
                          "scores free-form answers)")
     return OPTIONS.index(letter)

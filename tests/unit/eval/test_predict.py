@@ -3,6 +3,7 @@
 import pytest
 from omegaconf import OmegaConf
 
+from lora_llava.errors import ConfigError
 from lora_llava.eval.predict import load_config, split_args
 from tests.conftest import smoke_config
 
@@ -35,5 +36,26 @@ def test_without_a_recipe_the_adapters_run_config_is_used(tmp_path):
 
 
 def test_without_a_recipe_or_run_config_it_says_what_to_do(tmp_path):
-    with pytest.raises(SystemExit, match="recipe=NAME"):
+    with pytest.raises(ConfigError, match="recipe=NAME"):
         load_config([f"adapter={tmp_path / 'adapter'}"])
+
+
+def _chat(lines, image=None):
+    """Interactive predict's answers to `lines`, without a model: only commands are sent, so none is needed."""
+    from lora_llava.eval.predict import chat
+
+    said = []
+    chat(None, None, None, image, 4, read=lambda prompt: lines.pop(0) if lines else "/quit", write=said.append)
+    return said
+
+
+def test_interactive_image_command_checks_the_file_at_once(tmp_path):
+    (tmp_path / "b.png").write_bytes(b"x")
+    said = _chat([f"/image {tmp_path / 'missing.png'}", f"/image {tmp_path / 'b.png'}"], image="a.png")
+    assert said[0] == f"(no such file: {tmp_path / 'missing.png'}; still about a.png)"
+    assert said[1] == f"(new conversation about {tmp_path / 'b.png'})"
+
+
+def test_interactive_help_lists_the_commands():
+    said = _chat(["/help", "/nonsense"])
+    assert all(c in said[0] for c in ("/image FILE", "/reset", "/help", "/quit")) and said[1] == said[0]

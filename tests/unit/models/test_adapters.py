@@ -109,3 +109,17 @@ def test_frozen_base_stays_16_bit_and_only_what_trains_is_fp32():
     loss = model(**_image_batch(processor)).loss  # a 16-bit tower feeds the fp32 projector without autocast
     loss.backward()
     assert torch.isfinite(loss)
+def test_checkpointing_and_trainer_args_raise_no_deprecation_warnings(tmp_path):
+    import warnings
+
+    from lora_llava.train.stage import build_sft_config
+
+    cfg = smoke_config()
+    model, _ = build_model_and_processor(cfg.model, cfg.quant)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        adapted = apply_adapters(model, cfg.peft, quantized=False, gradient_checkpointing=True)
+        args = build_sft_config(cfg.train, tmp_path, torch.float32, has_eval=False)
+    assert adapted.base_model.model.is_activation_checkpointing and not args.activation_checkpointing
+    assert not [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))
+                and "checkpointing" in str(w.message)], [str(w.message) for w in caught]
