@@ -17,7 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
-from lora_llava.errors import MissingPathError, UserError
+from lora_llava.errors import UserError
 
 log = logging.getLogger("lora_llava")
 
@@ -194,7 +194,7 @@ def resolve_resume(resume: str | None, checkpoints_dir: Path) -> str | None:
 
 def check_resume_path(path: Path) -> Path:
     if not path.is_dir():
-        raise MissingPathError(f"train.resume={path}: no such checkpoint folder (or use train.resume=auto)")
+        raise CheckpointError(f"train.resume={path}: no such checkpoint folder (or use train.resume=auto)")
     missing = [name for name in REQUIRED if not (path / name).is_file()]
     if missing:
         why = f"{', '.join(missing)} missing"

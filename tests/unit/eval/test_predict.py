@@ -45,7 +45,7 @@ def _chat(lines, image=None):
     from lora_llava.eval.predict import chat
 
     said = []
-    chat(None, None, None, image, 4, read=lambda prompt: lines.pop(0) if lines else "/quit", write=said.append)
+    chat(None, image, read=lambda prompt: lines.pop(0) if lines else "/quit", write=said.append)
     return said
 
 
