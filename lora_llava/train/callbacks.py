@@ -251,7 +251,9 @@ class DivergenceWatch:
         import torch
 
         pending, self.pending = self.pending, []
-        tensors = [v.float().reshape(()) for *_, v in pending if torch.is_tensor(v)]
+        # Under FSDP the gradient norm is a DTensor: every rank reaches this check, so gathering it is safe.
+        tensors = [(v.full_tensor() if hasattr(v, "full_tensor") else v).float().reshape(())
+                   for *_, v in pending if torch.is_tensor(v)]
         numbers = iter(torch.stack(tensors).cpu().tolist() if tensors else [])
         for what, step, ids, value in pending:
             check_finite(what, next(numbers) if torch.is_tensor(value) else value, step, ids, checkpoints_dir, rank)
