@@ -19,7 +19,7 @@ STAGES = ("validate", "plan", "train", "eval", "compare", "export", "push")
 
 @dataclass
 class ModelConfig:
-    path: str = "tiny"  # Hub id, local directory, or "tiny" (random model built locally from `seed`)
+    path: str = "tiny"  # Hub id, local directory, or a tiny random build: tiny | tiny-next | tiny-onevision
     revision: Optional[str] = None
     trust_remote_code: bool = False  # only honoured together with a pinned `revision`
     dtype: str = "auto"  # auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU
@@ -30,6 +30,9 @@ class ModelConfig:
     base_check: str = "refuse"
     # A projector folder written by an align run (<run>/projector): loaded into the base before adapters go on.
     projector: Optional[str] = None
+    # Families with anyres tiling: at most this many tiles per image besides the base view (the tile
+    # grids allowed are restricted), trading resolution for memory. null: the checkpoint's own grids.
+    max_image_tiles: Optional[int] = None
 
 
 @dataclass
@@ -38,10 +41,8 @@ class QuantConfig:
     bnb_4bit_quant_type: str = "nf4"
     bnb_4bit_use_double_quant: bool = True
     bnb_4bit_compute_dtype: str = "auto"
-    # Never quantized: CLIP tower, projector and lm_head stay in the compute dtype.
-    skip_modules: list[str] = field(
-        default_factory=lambda: ["vision_tower", "multi_modal_projector", "lm_head"]
-    )
+    # Modules never quantized besides the family's own list (its vision tower, projector and lm_head).
+    skip_modules: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -282,6 +283,8 @@ def check_values(cfg) -> None:
     for stage in cfg.stages:
         if stage not in STAGES:
             raise ValueError(f"stages: unknown stage {stage!r}; choose from {', '.join(STAGES)}")
+    if cfg.model.max_image_tiles is not None and cfg.model.max_image_tiles < 1:
+        raise ValueError(f"model.max_image_tiles={cfg.model.max_image_tiles}: give 1 or more tiles, or null")
     if cfg.model.trust_remote_code and not cfg.model.revision:
         raise ValueError("model.trust_remote_code=true needs model.revision pinned to a commit")
     check_training_metric(cfg.train, cfg.data)

@@ -27,15 +27,15 @@ def _logged_steps(run_dir):
 
 def test_inf_in_the_inputs_stops_at_that_step_naming_the_samples(tmp_path, monkeypatch):
     poisoned = "train-5"
-    original = Collator.pixel_values
+    original = Collator.sample_image_inputs
 
-    def pixel_values(self, samples):
-        pixels = original(self, samples)
-        if any(s.id == poisoned for s in samples):
-            pixels = torch.full_like(pixels, float("inf"))
-        return pixels
+    def sample_image_inputs(self, sample):
+        inputs = original(self, sample)
+        if sample.id == poisoned:
+            inputs["pixel_values"] = torch.full_like(inputs["pixel_values"], float("inf"))
+        return inputs
 
-    monkeypatch.setattr(Collator, "pixel_values", pixel_values)
+    monkeypatch.setattr(Collator, "sample_image_inputs", sample_image_inputs)
     cfg = smoke_config(*SMALL, "train.max_steps=8", "train.save_steps=1")  # one epoch: every sample once
     with pytest.raises(TrainingDiverged) as err:
         train(cfg, tmp_path)

@@ -79,18 +79,20 @@ def test_no_host_sync_between_logging_steps(tmp_path, syncs):
 
 def test_a_divergence_found_at_the_logging_step_names_its_own_step_and_samples(tmp_path, monkeypatch):
     poisoned, batches = "train-5", []
-    training_step, pixel_values = LlavaSFTTrainer.training_step, Collator.pixel_values
+    training_step, image_inputs = LlavaSFTTrainer.training_step, Collator.sample_image_inputs
 
     def recording(self, model, inputs, *args, **kwargs):
         batches.append(list(inputs["sample_ids"]))
         return training_step(self, model, inputs, *args, **kwargs)
 
-    def poisoning(self, samples):
-        pixels = pixel_values(self, samples)
-        return torch.full_like(pixels, float("inf")) if any(s.id == poisoned for s in samples) else pixels
+    def poisoning(self, sample):
+        inputs = image_inputs(self, sample)
+        if sample.id == poisoned:
+            inputs["pixel_values"] = torch.full_like(inputs["pixel_values"], float("inf"))
+        return inputs
 
     monkeypatch.setattr(LlavaSFTTrainer, "training_step", recording)
-    monkeypatch.setattr(Collator, "pixel_values", poisoning)
+    monkeypatch.setattr(Collator, "sample_image_inputs", poisoning)
     with pytest.raises(TrainingDiverged) as err:
         train(smoke_config(*SMALL, "train.logging_steps=10"), tmp_path)
     step = next(i + 1 for i, ids in enumerate(batches) if poisoned in ids)
