@@ -25,8 +25,8 @@ def _logged_steps(run_dir):
     return [r["step"] for r in rows if "loss" in r]
 
 
-def test_inf_in_the_inputs_stops_at_that_step_naming_the_samples(tmp_path, monkeypatch):
-    poisoned = "train-5"
+def poison_pixels(monkeypatch, poisoned: str) -> None:
+    """Make the collator give sample `poisoned` infinite pixels (as a corrupt preprocessed image would)."""
     original = Collator.sample_image_inputs
 
     def sample_image_inputs(self, sample):
@@ -36,6 +36,11 @@ def test_inf_in_the_inputs_stops_at_that_step_naming_the_samples(tmp_path, monke
         return inputs
 
     monkeypatch.setattr(Collator, "sample_image_inputs", sample_image_inputs)
+
+
+def test_inf_in_the_inputs_stops_at_that_step_naming_the_samples(tmp_path, monkeypatch):
+    poisoned = "train-5"
+    poison_pixels(monkeypatch, poisoned)
     cfg = smoke_config(*SMALL, "train.max_steps=8", "train.save_steps=1")  # one epoch: every sample once
     with pytest.raises(TrainingDiverged) as err:
         train(cfg, tmp_path)
