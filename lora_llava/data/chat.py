@@ -4,6 +4,7 @@ whose processor has none. (Conversations are rendered by the model family: lora_
 
 from __future__ import annotations
 
+
 def chat_template(image_token: str) -> str:
     """The training format as a Jinja chat template, for a checkpoint whose processor has none: a served model
     (`transformers serve`, vLLM) then reads the prompt it was trained on. OpenAI-style messages: content is a
