@@ -33,3 +33,55 @@ def small_llava_config(vocab_size: int, image_token_index: int, pad_token_id: in
     return LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token_index,
                        image_seq_length=(image_size // patch_size) ** 2, vision_feature_layer=-2,
                        vision_feature_select_strategy="default")
+
+
+# Published architectures of the llava-hf conversions (their config.json numbers), for the planner's families table
+# and tests that need real shapes without a download.
+CLIP_336 = {"model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                "num_attention_heads": 16, "image_size": 336, "patch_size": 14, "projection_dim": 768, "hidden_act": "quick_gelu"}
+SIGLIP_384 = {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 26,
+                  "num_attention_heads": 16, "image_size": 384, "patch_size": 14}
+NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+ONEVISION_PINPOINTS = [[384 * h, 384 * w] for h in range(1, 7) for w in range(1, 7)]
+TEXT = {
+    "mistral-7b": {"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                       "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32064, "tie_word_embeddings": False},
+    "vicuna-7b": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                      "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32064, "tie_word_embeddings": False},
+    "vicuna-13b": {"model_type": "llama", "hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 40,
+                       "num_attention_heads": 40, "num_key_value_heads": 40, "vocab_size": 32064, "tie_word_embeddings": False},
+    "qwen2-0.5b": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                       "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 152000, "tie_word_embeddings": True},
+    "qwen2-7b": {"model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                     "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152128, "tie_word_embeddings": False},
+}
+
+
+def llava_next_config(text: str):
+    from transformers import LlavaNextConfig
+
+    return LlavaNextConfig(vision_config=dict(CLIP_336), text_config=dict(TEXT[text]), image_token_index=32000,
+                           image_grid_pinpoints=NEXT_PINPOINTS, projector_hidden_act="gelu", vision_feature_layer=-2,
+                           vision_feature_select_strategy="default", tie_word_embeddings=False)
+
+
+def llava_onevision_config(text: str):
+    from transformers import LlavaOnevisionConfig
+
+    return LlavaOnevisionConfig(vision_config=dict(SIGLIP_384), text_config=dict(TEXT[text]),
+                                image_token_index=151646, image_grid_pinpoints=ONEVISION_PINPOINTS,
+                                projector_hidden_act="gelu", vision_feature_layer=-1,
+                                vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9",
+                                multimodal_projector_bias=True, tie_word_embeddings=TEXT[text]["tie_word_embeddings"])
+
+
+def published_configs() -> dict:
+    """conf/model name -> its architecture, built from the published numbers (no download)."""
+    return {
+        "llava-1.5-7b": llava_15_7b_config(),
+        "llava-next-mistral-7b": llava_next_config("mistral-7b"),
+        "llava-next-vicuna-7b": llava_next_config("vicuna-7b"),
+        "llava-next-vicuna-13b": llava_next_config("vicuna-13b"),
+        "llava-onevision-0.5b": llava_onevision_config("qwen2-0.5b"),
+        "llava-onevision-7b": llava_onevision_config("qwen2-7b"),
+    }

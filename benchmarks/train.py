@@ -78,10 +78,10 @@ def padding_table(processor, samples, batch_sizes=(4, 8, 16), seed=0) -> dict:
     """Padding fraction over the whole length mix, random batches vs grouped batches (no model needed)."""
     import torch
 
-    from lora_llava.data.collate import image_token_count
+    from lora_llava.data.collate import Collator
     from lora_llava.train.sampling import grouped_batches, padding_fraction, random_batches, sample_lengths
 
-    lengths = sample_lengths(samples, processor.tokenizer, image_token_count(processor))
+    lengths = sample_lengths(samples, Collator(processor))
     has_image = [bool(s.images) for s in samples]
     table = {}
     for bs in batch_sizes:

@@ -20,7 +20,7 @@ GENERATE_KINDS = ("conversation", "detail", "complex")
 
 @dataclass
 class ModelConfig:
-    path: str = "tiny"  # Hub id, local directory, or "tiny" (random model built locally from `seed`)
+    path: str = "tiny"  # Hub id, local directory, or a tiny random build: tiny | tiny-next | tiny-onevision
     revision: Optional[str] = None
     trust_remote_code: bool = False  # only honoured together with a pinned `revision`
     dtype: str = "auto"  # auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU
@@ -31,6 +31,9 @@ class ModelConfig:
     base_check: str = "refuse"
     # A projector folder written by an align run (<run>/projector): loaded into the base before adapters go on.
     projector: Optional[str] = None
+    # Families with anyres tiling: at most this many tiles per image besides the base view (the tile
+    # grids allowed are restricted), trading resolution for memory. null: the checkpoint's own grids.
+    max_image_tiles: Optional[int] = None
 
 
 @dataclass
@@ -39,10 +42,8 @@ class QuantConfig:
     bnb_4bit_quant_type: str = "nf4"
     bnb_4bit_use_double_quant: bool = True
     bnb_4bit_compute_dtype: str = "auto"
-    # Never quantized: CLIP tower, projector and lm_head stay in the compute dtype.
-    skip_modules: list[str] = field(
-        default_factory=lambda: ["vision_tower", "multi_modal_projector", "lm_head"]
-    )
+    # Modules never quantized besides the family's own list (its vision tower, projector and lm_head).
+    skip_modules: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -325,6 +326,8 @@ def check_values(cfg) -> None:
         raise ConfigError(f"data.synthetic.task={cfg.data.synthetic.task!r} is not one of qa, caption")
     if cfg.peft.method == "none":
         check_projector_only(cfg)
+    if cfg.model.max_image_tiles is not None and cfg.model.max_image_tiles < 1:
+        raise ConfigError(f"model.max_image_tiles={cfg.model.max_image_tiles}: give 1 or more tiles, or null")
     check_training_metric(cfg.train, cfg.data)
     from lora_llava.checks import SCORERS
 

@@ -49,31 +49,30 @@ class ParamCounts:
     kv_heads: int
     vocab: int
     vision_hidden: int
-    image_tokens: int
+    image_tokens: int  # per image: LLaVA-1.5's fixed count, or an anyres family's largest (its biggest tile grid)
 
 
 def model_config(model_cfg):
-    """The configured checkpoint's LlavaConfig (reads config.json only; the tiny model is built locally)."""
-    from transformers import AutoConfig
+    """The configured checkpoint's config.json (the Hub's or a local one; the tiny models are built locally), with
+    model.max_image_tiles applied to its tile grids."""
+    from lora_llava.models.load import load_config
 
-    from lora_llava.models.load import checkpoint_path, loading
-
-    with loading(model_cfg):
-        return AutoConfig.from_pretrained(checkpoint_path(model_cfg), revision=model_cfg.revision,
-                                          trust_remote_code=model_cfg.trust_remote_code)
+    return load_config(model_cfg)
 
 
 def count_parameters(config, quant_cfg, peft_cfg) -> ParamCounts:
-    """Exact counts from the model instantiated on the meta device (no memory, no weights)."""
+    """Exact counts from the model instantiated on the meta device (no memory, no weights); module names and
+    image tokens per image (the largest, for anyres families) from the config's model family."""
     import torch
-    from transformers import LlavaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
-    from lora_llava.models.adapters import is_projector, target_regex
+    from lora_llava.models.families import family_for_config
 
+    family = family_for_config(config)
     with torch.device("meta"):
-        model = LlavaForConditionalGeneration(config)
-    skip = quant_cfg.skip_modules if quant_cfg.method != "none" else None
-    targets = re.compile(target_regex(peft_cfg.target_modules, peft_cfg.scope))
+        model = AutoModelForImageTextToText.from_config(config)
+    skip = [*family.never_quantized(), *quant_cfg.skip_modules] if quant_cfg.method != "none" else None
+    targets = re.compile(family.lora_target_regex(peft_cfg.target_modules, peft_cfg.scope))
     quantizable = lora = 0
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear):
@@ -84,14 +83,14 @@ def count_parameters(config, quant_cfg, peft_cfg) -> ParamCounts:
             lora += peft_cfg.r * (module.in_features + module.out_features)
             lora += module.out_features if peft_cfg.use_dora else 0  # DoRA's magnitude vector
     total = sum(p.numel() for p in model.parameters())
-    projector = sum(p.numel() for n, p in model.named_parameters() if is_projector(n))
+    projector = sum(p.numel() for n, p in model.named_parameters() if family.projector in n)
     text, vision = config.text_config, config.vision_config
     return ParamCounts(
         total=total, quantizable=quantizable, frozen_other=total - quantizable, lora=lora,
         projector=projector if peft_cfg.train_projector else 0,
         hidden=text.hidden_size, intermediate=text.intermediate_size, layers=text.num_hidden_layers,
         heads=text.num_attention_heads, kv_heads=text.num_key_value_heads or text.num_attention_heads,
-        vocab=text.vocab_size, vision_hidden=vision.hidden_size, image_tokens=config.image_seq_length,
+        vocab=text.vocab_size, vision_hidden=vision.hidden_size, image_tokens=family.max_image_tokens(config),
     )
 
 

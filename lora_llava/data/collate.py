@@ -1,9 +1,12 @@
 """Samples -> model batches. Labels come from character spans of the rendered conversation, so only the
-assistant's answers (and their EOS) are supervised; prompt, image and padding positions are -100.
+assistant's answers (and their end-of-turn token) are supervised; prompt, image and padding positions are -100.
 
-Image placeholders are expanded to the processor's exact image-token count before tokenizing, so the token
-sequence is the one LlavaProcessor would produce and the length check sees the real length. A sample longer
-than `max_length` is an error (SampleError), never truncated: cutting through image tokens breaks LLaVA.
+Each image placeholder is expanded to the exact number of tokens that image becomes, as the model's family
+computes it from the image's size (models/: one count for LLaVA-1.5, per size for anyres families), before
+tokenizing; so the token sequence is the one the processor would produce, the length check sees the real
+length, and the model's image features always match its image tokens. A sample longer than `max_length` is an
+error (SampleError), never truncated: cutting through image tokens breaks LLaVA. The conversation is rendered
+by the family (its chat format, or the processor's chat template).
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from typing import Any
 
 import torch
 
-from lora_llava.data.chat import render
 from lora_llava.data.images import load_image
-from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, SampleError
+from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, SampleError, Turn
+from lora_llava.models.families import family_for_processor
 
 IGNORE_INDEX = -100
 SAMPLE_IDS = "sample_ids"  # batch key with the ids of its samples, for error messages; never reaches the model
@@ -42,9 +45,34 @@ def answer_positions(labels: torch.Tensor) -> torch.Tensor:
 
 
 def image_token_count(processor) -> int:
-    """Tokens one image occupies in the sequence (576 for LLaVA-1.5 at 336 px)."""
-    size = processor.image_processor.crop_size
-    return processor._get_num_multimodal_tokens(image_sizes=[(size["height"], size["width"])]).num_image_tokens[0]
+    """Tokens one image occupies with a family whose images are one fixed-size view (576 for LLaVA-1.5 at
+    336 px). Anyres families count per image size: Collator.image_token_counts."""
+    return family_for_processor(processor).image_token_counts(processor, [None])[0]
+
+
+def merge_image_inputs(per_sample: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """One batch from per-sample image inputs: concatenated along images; anyres pixel tensors (images, tiles,
+    C, H, W) are zero-padded to the most tiles first, as the processor pads (the model cuts the padding off
+    using image_sizes)."""
+    out = {}
+    for key in per_sample[0]:
+        values = [inputs[key] for inputs in per_sample]
+        width = max(v.shape[1] for v in values) if values[0].dim() == 5 else None
+        if width is not None:
+            values = [torch.nn.functional.pad(v, (0, 0, 0, 0, 0, 0, 0, width - v.shape[1])) for v in values]
+        out[key] = torch.cat(values)
+    return out
+
+
+def expand_images(turns: list[Turn], image_token: str, counts: list[int]) -> list[Turn]:
+    """Turns with the n-th image placeholder replaced by counts[n] image tokens."""
+    remaining = iter(counts)
+    out = []
+    for turn in turns:
+        pieces = turn.text.split(IMAGE_PLACEHOLDER)
+        text = pieces[0] + "".join(image_token * next(remaining) + piece for piece in pieces[1:])
+        out.append(Turn(turn.role, text))
+    return out
 
 
 @dataclass
@@ -59,21 +87,30 @@ class Collator:
     with_ids: bool = False  # add batch[SAMPLE_IDS] (the trainer pops it before the forward pass)
     with_answer_positions: bool = False  # add batch[ANSWER_POSITIONS] (for train.supervised_logits_only)
     padding_free: bool = False  # training batches as one packed row (train.padding_free)
-    _n_image_tokens: int = field(init=False, default=0)
+    _fixed_count: int | None = field(init=False, default=None)
 
     def __post_init__(self):
         self.tokenizer = self.processor.tokenizer
-        self._n_image_tokens = image_token_count(self.processor)
+        self.family = family_for_processor(self.processor)
         self._image_token = self.processor.image_token
+        if not self.family.needs_image_sizes():
+            self._fixed_count = self.family.image_token_counts(self.processor, [None])[0]
 
-    def encode(self, sample: Sample) -> dict:
+    def image_token_counts(self, sample: Sample, sizes: list | None = None) -> list[int]:
+        """Tokens each image of `sample` becomes; `sizes` ((height, width) per image) saves loading them."""
+        if self._fixed_count is not None or not sample.images:
+            return [self._fixed_count] * len(sample.images)
+        if sizes is None:
+            sizes = [load_image(sample.id, ref, self.image_root).size[::-1] for ref in sample.images]
+        return self.family.image_token_counts(self.processor, [tuple(s) for s in sizes])
+
+    def encode(self, sample: Sample, image_sizes: list | None = None) -> dict:
         """Token ids and labels for one sample; checks structure and length."""
         if not self.generation:
             sample.check()
         turns = sample.prompt_turns() if self.generation else sample.turns
-        expanded = [type(t)(t.role, t.text.replace(IMAGE_PLACEHOLDER, self._image_token * self._n_image_tokens))
-                    for t in turns]
-        text, spans = render(expanded, self.tokenizer.eos_token, self.system_prompt, self.generation)
+        expanded = expand_images(turns, self._image_token, self.image_token_counts(sample, image_sizes))
+        text, spans = self.family.render(self.processor, expanded, self.system_prompt, self.generation)
         enc = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
         ids = enc["input_ids"]
         if self.max_length is not None and len(ids) > self.max_length:
@@ -90,24 +127,32 @@ class Collator:
             raise SampleError(sample.id, "no answer token survives tokenization")
         return {"input_ids": ids, "labels": labels}
 
-    def pixel_values(self, samples: list[Sample]):
-        if self.image_cache is not None and any(s.images for s in samples):
-            return self.image_cache.pixel_values([(s.id, ref) for s in samples for ref in s.images], self.image_root)
-        images = [load_image(s.id, ref, self.image_root) for s in samples for ref in s.images]
-        if not images:
+    def _process(self, images) -> dict[str, torch.Tensor]:
+        return self.family.process_images(self.processor.image_processor, images)
+
+    def sample_image_inputs(self, sample: Sample) -> dict[str, torch.Tensor] | None:
+        """What the image processor makes of one sample's images (through the pixel cache when there is one)."""
+        if not sample.images:
             return None
-        return self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        if self.image_cache is not None:
+            return self.image_cache.image_inputs(sample.id, sample.images, self.image_root, self._process)
+        return self._process([load_image(sample.id, ref, self.image_root) for ref in sample.images])
+
+    def image_inputs(self, samples: list[Sample]) -> list[dict[str, torch.Tensor] | None]:
+        return [self.sample_image_inputs(s) for s in samples]
 
     def __call__(self, items: list) -> dict[str, torch.Tensor]:
         samples = [item if isinstance(item, Sample) else self.samples[item["sample_index"]] for item in items]
-        encoded = [self.encode(s) for s in samples]
+        images = self.image_inputs(samples)
+        encoded = [self.encode(s, None if i is None or "image_sizes" not in i else i["image_sizes"].tolist())
+                   for s, i in zip(samples, images)]
         if self.padding_free and not self.generation:
             batch = self.packed(encoded)
         else:
             batch = self.padded(encoded)
-        pixels = self.pixel_values(samples)
-        if pixels is not None:
-            batch["pixel_values"] = pixels
+        present = [i for i in images if i is not None]
+        if present:
+            batch.update(merge_image_inputs(present))
         if self.with_ids:
             batch[SAMPLE_IDS] = [s.id for s in samples]
         if self.with_answer_positions and not self.generation:

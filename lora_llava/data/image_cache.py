@@ -1,12 +1,13 @@
 """Preprocessed pixels of image files, cached on disk across epochs.
 
 ScienceQA recipes run several epochs; decoding and resizing the same PNG every epoch is work the GPU waits for.
-The first epoch stores each image's `pixel_values` exactly as the image processor produced them (one .npy file,
-float32, ~1.3 MB at 336 px); later epochs read them back. Entries are keyed by the file (resolved path, size,
-modification time) and by a fingerprint of the image processor (its class, its full config, the transformers
-version), so editing an image or changing the processor makes new entries rather than serving stale ones. The
-folder is bounded: beyond `max_bytes` the least recently used entries are deleted. In-memory images (PIL objects
-from a dataset) are processed every time: there is no decoding to save.
+The first epoch stores what the image processor produced for a sample's images (one .npz file, float32: ~1.3 MB
+per 336 px view; anyres families store every tile and the `image_sizes` the model needs to unpad them); later
+epochs read it back. Entries are keyed by the files (resolved path, size, modification time) and by a fingerprint
+of the image processor (its class, its full config, tile grids included, and the transformers version), so
+editing an image or changing the processor makes new entries rather than serving stale ones. The folder is
+bounded: beyond `max_bytes` the least recently used entries are deleted. In-memory images (PIL objects from a
+dataset) are processed every time: there is no decoding to save.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from PIL import Image
 
 from lora_llava.data.images import load_image, resolve_path
 
+ENTRY_GLOB = "*.npz"
 KEEP_AFTER_EVICTION = 0.9  # evict down to this share of the bound, so eviction does not run on every write
 
 
@@ -47,33 +51,41 @@ class PixelCache:
         self._bytes: int | None = None  # size of the whole root, counted on the first write
         self.hits = self.misses = 0
 
-    def _entry(self, path: Path) -> Path:
-        path = path.resolve()
-        stat = path.stat()
-        key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-        return self.folder / key[:2] / f"{key}.npy"
+    def _entry(self, sample_id: str, refs: list, image_root) -> Path | None:
+        """The entry of these image files, or None when one is in memory or absent (load_image says why)."""
+        parts = []
+        for ref in refs:
+            if isinstance(ref, Image.Image):
+                return None
+            path = resolve_path(sample_id, str(ref), image_root)
+            if not path.is_file():
+                return None
+            stat = path.resolve().stat()
+            parts.append(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}")
+        key = hashlib.sha256("\n".join(parts).encode()).hexdigest()
+        return self.folder / key[:2] / f"{key}.npz"
 
-    def _open(self, entry: Path) -> np.ndarray | None:
-        """The cached array, memory-mapped (copied once, straight into the batch), or None on a miss."""
+    def _open(self, entry: Path) -> dict[str, torch.Tensor] | None:
         try:
-            array = np.load(entry, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError):  # absent, or a torn file from a killed writer: recompute it
+            with np.load(entry, allow_pickle=False) as arrays:
+                out = {name: torch.from_numpy(arrays[name].copy()) for name in arrays.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # absent or torn by a killed writer
             return None
         os.utime(entry)  # marks it recently used for eviction
-        return array
+        return out
 
-    def _write(self, entry: Path, pixels: torch.Tensor) -> None:
+    def _write(self, entry: Path, inputs: dict[str, torch.Tensor]) -> None:
         entry.parent.mkdir(parents=True, exist_ok=True)
         # Written under a temporary name and renamed, so a reader (another dataloader worker) never sees half a file.
         fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            np.save(f, pixels.numpy(), allow_pickle=False)
+            np.savez(f, **{name: value.contiguous().numpy() for name, value in inputs.items()})
         os.replace(tmp, entry)
         self._grow(entry.stat().st_size)
 
     def _grow(self, size: int) -> None:
         if self._bytes is None:
-            self._bytes = sum(f.stat().st_size for f in self.root.rglob("*.npy"))
+            self._bytes = sum(f.stat().st_size for f in self.root.rglob(ENTRY_GLOB))
         else:
             self._bytes += size
         if self._bytes > self.max_bytes:
@@ -81,7 +93,7 @@ class PixelCache:
 
     def evict(self) -> None:
         """Delete the least recently used entries until the folder is under KEEP_AFTER_EVICTION of the bound."""
-        files = sorted(((f.stat().st_mtime, f.stat().st_size, f) for f in self.root.rglob("*.npy")),
+        files = sorted(((f.stat().st_mtime, f.stat().st_size, f) for f in self.root.rglob(ENTRY_GLOB)),
                        key=lambda item: item[0])
         total = sum(size for _, size, _ in files)
         for _, size, f in files:
@@ -91,38 +103,26 @@ class PixelCache:
             total -= size
         self._bytes = total
 
-    def _process(self, images: list[Image.Image]) -> torch.Tensor:
-        return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    def image_inputs(self, sample_id: str, refs: list, image_root, process: Callable) -> dict[str, torch.Tensor]:
+        """`process(decoded images)` for one sample's images, from disk when these files were processed before.
+        Bad files raise SampleError exactly as without the cache."""
+        entry = self._entry(sample_id, refs, image_root)
+        cached = self._open(entry) if entry is not None else None
+        if cached is not None:
+            self.hits += len(refs)
+            return cached
+        self.misses += len(refs)
+        out = process([load_image(sample_id, ref, image_root) for ref in refs])
+        if entry is not None:
+            self._write(entry, out)
+        return out
 
     def pixel_values(self, refs: list[tuple[str, Any]], image_root: str | Path | None = None) -> torch.Tensor:
-        """Stacked pixel_values for (sample id, image reference) pairs, in order; as the image processor would
-        return for the decoded images. Bad files raise SampleError exactly as without the cache."""
-        cached: list[np.ndarray | None] = [None] * len(refs)
-        todo = []  # (position, cache entry or None, decoded image)
-        for pos, (sample_id, ref) in enumerate(refs):
-            entry = None
-            if not isinstance(ref, Image.Image):
-                path = resolve_path(sample_id, str(ref), image_root)
-                entry = self._entry(path) if path.is_file() else None
-                cached[pos] = self._open(entry) if entry is not None else None
-            if cached[pos] is None:
-                todo.append((pos, entry, load_image(sample_id, ref, image_root)))
-        self.hits += len(refs) - len(todo)
-        self.misses += len(todo)
-        fresh = self._process([image for _, _, image in todo]) if todo else None
-        if fresh is not None:
-            shape, dtype = fresh.shape[1:], fresh.dtype
-        else:
-            shape, dtype = cached[0].shape, torch.from_numpy(np.empty(0, cached[0].dtype)).dtype
-        out = torch.empty((len(refs), *shape), dtype=dtype)  # hits are copied once, straight from the file
-        for pos, array in enumerate(cached):
-            if array is not None:
-                out[pos].numpy()[...] = array
-        for (pos, entry, _), pixels in zip(todo, fresh if fresh is not None else []):
-            out[pos] = pixels
-            if entry is not None:
-                self._write(entry, pixels.contiguous())
-        return out
+        """Stacked pixel_values for (sample id, image reference) pairs, one image at a time, in order."""
+        def process(images):
+            return {"pixel_values": self.image_processor(images=images, return_tensors="pt")["pixel_values"]}
+
+        return torch.cat([self.image_inputs(sid, [ref], image_root, process)["pixel_values"] for sid, ref in refs])
 
 
 def build_image_cache(data_cfg, image_processor) -> PixelCache | None:

@@ -52,7 +52,8 @@ def check_sample(sample: Sample, collator: Collator) -> tuple[int, list[tuple[in
     """(token count, image sizes) of a usable sample; raises SampleError naming the sample, file and reason."""
     sample.check()
     sizes = [load_image(sample.id, ref, collator.image_root).size for ref in sample.images]
-    return len(collator.encode(sample)["input_ids"]), sizes
+    # The exact count, image tokens included (anyres families: from each image's size), before any weights load.
+    return len(collator.encode(sample, [(h, w) for w, h in sizes])["input_ids"]), sizes
 
 
 def screen(samples: list[Sample], data_cfg, processor, split: str, generation: bool = False,

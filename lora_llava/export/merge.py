@@ -2,7 +2,7 @@
 
 The base is always reloaded unquantized in `export.dtype`, also after QLoRA training: merging into 4-bit
 weights would round the LoRA update away, and a 4-bit checkpoint is not what a serving stack expects. The
-check reloads `merged/` from disk with LlavaForConditionalGeneration/AutoProcessor and compares its logits
+check reloads `merged/` from disk with AutoModelForImageTextToText and the family's processor loader and compares its logits
 with the adapter applied to the same base (not to the 4-bit one: that gap is QLoRA's; no merge can close it).
 """
 
@@ -103,15 +103,15 @@ def tolerance(cfg, expected: torch.Tensor) -> float:
 
 def compare_reloaded(cfg, out_dir: Path, batch, expected: torch.Tensor, dtype: torch.dtype) -> dict:
     """Reload merged/ exactly as a user would and compare its logits with the adapter-on-base ones."""
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
-    from lora_llava.models.load import _device_map
+    from lora_llava.models.load import _device_map, load_processor
 
-    processor = AutoProcessor.from_pretrained(out_dir)
+    processor = load_processor(cfg.model, str(out_dir))
     reloaded_batch = probe_batch(processor)
     if not torch.equal(reloaded_batch["input_ids"], batch["input_ids"]):
         raise RuntimeError(f"{out_dir}: the saved processor tokenizes differently from the base's processor")
-    model = LlavaForConditionalGeneration.from_pretrained(out_dir, dtype=dtype, device_map=_device_map())
+    model = AutoModelForImageTextToText.from_pretrained(out_dir, dtype=dtype, device_map=_device_map())
     actual = probe_logits(model, reloaded_batch)
     diff = (actual - expected).abs()
     return {"max_abs_diff": diff.max().item(), "mean_abs_diff": diff.mean().item(),

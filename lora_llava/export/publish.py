@@ -80,9 +80,8 @@ def check_adapter(cfg, folder: Path) -> None:
     import torch
     from peft import get_peft_model_state_dict
     from safetensors.torch import load_file
-    from transformers import AutoProcessor
 
-    from lora_llava.models.load import apply_saved_adapter, build_model_and_processor
+    from lora_llava.models.load import apply_saved_adapter, build_model_and_processor, load_saved_processor
 
     base, _ = build_model_and_processor(cfg.model, cfg.quant)
     model = apply_saved_adapter(base, folder, cfg.model)
@@ -96,11 +95,13 @@ def check_adapter(cfg, folder: Path) -> None:
                                                              loaded[k])]
     if differ:
         raise PushError(f"{folder}: {len(differ)} tensor(s) did not load as saved, e.g. {differ[0]}")
-    AutoProcessor.from_pretrained(folder)
+    load_saved_processor(base.config, folder)
 
 
 def check_merged(folder: Path) -> None:
-    from transformers import AutoConfig, AutoProcessor
+    from transformers import AutoConfig
+
+    from lora_llava.models.load import load_saved_processor
 
     report_path = folder / "verification.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
@@ -108,8 +109,7 @@ def check_merged(folder: Path) -> None:
         raise PushError(f"{folder}: no passed check in verification.json; rerun the export with "
                         "export.merge=true export.verify=true before publishing the merged model")
     check_card(folder)
-    AutoConfig.from_pretrained(folder)
-    AutoProcessor.from_pretrained(folder)
+    load_saved_processor(AutoConfig.from_pretrained(folder), folder)
 
 
 def default_message(cfg, metrics: dict | None) -> str:

@@ -1,19 +1,21 @@
-"""LoRA / DoRA / rsLoRA on the language model; vision tower frozen; projector trained with its own LR."""
+"""LoRA / DoRA / rsLoRA on the language model; vision tower frozen; projector trained with its own LR. Module
+names and the LoRA scope come from the model's family (models/families.py)."""
 
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from collections import Counter
 from contextlib import contextmanager
 
+from lora_llava.models.base import Family
+from lora_llava.models.families import FAMILIES, family_for_config
+
 log = logging.getLogger("lora_llava")
 
-PROJECTOR = "multi_modal_projector"
-# What trains beside the adapters, and alone in an align run (peft.method=none). The one place that names the
-# family's projector module(s).
-PROJECTOR_NAMES = (PROJECTOR,)
+# What trains beside the adapters, and alone in an align run (peft.method=none): every family's projector module.
+PROJECTOR_NAMES = tuple(dict.fromkeys(f.projector for f in FAMILIES))
+PROJECTOR = PROJECTOR_NAMES[0]  # the module name all current families share
 
 
 def is_projector(name: str) -> bool:
@@ -21,27 +23,23 @@ def is_projector(name: str) -> bool:
     return any(part in PROJECTOR_NAMES for part in name.split("."))
 
 
-def target_regex(target_modules, scope: str) -> str:
-    """A regex peft matches against full module names. `language_model` scope keeps LoRA out of the CLIP
-    tower, whose attention layers share the q_proj/k_proj/v_proj names."""
-    names = "|".join(re.escape(m) for m in target_modules)
-    if scope == "language_model":
-        return rf"^(?!.*vision_tower).*language_model\..*\.({names})$"
-    return rf"^.*\.({names})$"
+def model_family(model) -> Family:
+    """The family of a model, a PeftModel around one, or a DDP-wrapped one."""
+    return family_for_config(getattr(model, "module", model).config)
 
 
-def build_lora_config(peft_cfg):
+def build_lora_config(peft_cfg, family: Family):
     from peft import LoraConfig
 
     return LoraConfig(
         r=peft_cfg.r,
         lora_alpha=peft_cfg.lora_alpha,
         lora_dropout=peft_cfg.lora_dropout,
-        target_modules=target_regex(peft_cfg.target_modules, peft_cfg.scope),
+        target_modules=family.lora_target_regex(peft_cfg.target_modules, peft_cfg.scope),
         use_dora=peft_cfg.use_dora,
         use_rslora=peft_cfg.use_rslora,
         bias=peft_cfg.bias,
-        modules_to_save=[PROJECTOR] if peft_cfg.train_projector else None,
+        modules_to_save=[family.projector] if peft_cfg.train_projector else None,
         task_type="CAUSAL_LM",
     )
 
@@ -67,7 +65,7 @@ def apply_adapters(model, peft_cfg, quantized: bool, gradient_checkpointing: boo
         model = train_projector_only(model)
     else:
         with peft_reading_old_names():
-            model = get_peft_model(model, build_lora_config(peft_cfg))
+            model = get_peft_model(model, build_lora_config(peft_cfg, model_family(model)))
     if gradient_checkpointing:
         hook_language_inputs(model.get_base_model() if peft_cfg.method != "none" else model)
         if peft_cfg.scope == "language_model":

@@ -12,6 +12,8 @@ import logging
 import re
 from pathlib import Path
 
+from lora_llava.models.tiny import is_tiny
+
 log = logging.getLogger("lora_llava")
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -101,10 +103,10 @@ def describe_base(cfg) -> str:
     revision = f" at revision `{cfg.model.revision}`" if cfg.model.revision else ""
     if hub_id:
         return f"[{hub_id}](https://huggingface.co/{hub_id}){revision}"
-    if cfg.model.path == "tiny":
-        return ("the tiny random LLaVA that lora_llava builds locally "
-                f"(`model.path=tiny model.seed={cfg.model.seed}`; `lora_llava.models.tiny.tiny_checkpoint(seed)` "
-                "rebuilds it anywhere); it is not on the Hub")
+    if is_tiny(cfg.model.path):
+        return ("a tiny random model that lora_llava builds locally "
+                f"(`model.path={cfg.model.path} model.seed={cfg.model.seed}`; "
+                "`lora_llava.models.tiny.tiny_checkpoint(seed, name)` rebuilds it anywhere); it is not on the Hub")
     return f"a local checkpoint (`{Path(cfg.model.path).name}`){revision}, not named on the Hub"
 
 
@@ -142,8 +144,8 @@ def training_section(cfg) -> list[str]:
 def load_merged_section(cfg) -> list[str]:
     where = cfg.hub.repo_id or "path/to/merged"
     return ["## Load it", "", "```python",
-            "from transformers import AutoProcessor, LlavaForConditionalGeneration", "",
-            f'model = LlavaForConditionalGeneration.from_pretrained("{where}", dtype="auto")',
+            "from transformers import AutoProcessor, AutoModelForImageTextToText", "",
+            f'model = AutoModelForImageTextToText.from_pretrained("{where}", dtype="auto")',
             f'processor = AutoProcessor.from_pretrained("{where}")', "```", "",
             merged_check(cfg), ""]
 
@@ -160,17 +162,18 @@ def load_section(cfg) -> list[str]:
     where = cfg.hub.repo_id or "path/to/adapter"
     hub_id = base_model_id(cfg)
     if hub_id:
-        base = [f'base = LlavaForConditionalGeneration.from_pretrained("{hub_id}", dtype=torch.bfloat16)']
-    elif cfg.model.path == "tiny":
+        base = [f'base = AutoModelForImageTextToText.from_pretrained("{hub_id}", dtype=torch.bfloat16)']
+    elif is_tiny(cfg.model.path):
         base = ["from lora_llava.models.tiny import tiny_checkpoint",
-                f"base = LlavaForConditionalGeneration.from_pretrained(tiny_checkpoint({cfg.model.seed}))"]
+                ("base = AutoModelForImageTextToText.from_pretrained("
+                 f"tiny_checkpoint({cfg.model.seed}, {cfg.model.path!r}))")]
     else:
-        base = ['base = LlavaForConditionalGeneration.from_pretrained("path/to/base", dtype=torch.bfloat16)']
+        base = ['base = AutoModelForImageTextToText.from_pretrained("path/to/base", dtype=torch.bfloat16)']
     return ["## Load it", "", "```python", "import torch", "from peft import PeftModel",
-            "from transformers import AutoProcessor, LlavaForConditionalGeneration", "", *base,
+            "from transformers import AutoProcessor, AutoModelForImageTextToText", "", *base,
             f'model = PeftModel.from_pretrained(base, "{where}")  # LoRA weights and the trained projector',
             f'processor = AutoProcessor.from_pretrained("{where}")', "```", "",
-            "`model.merge_and_unload()` gives a plain LlavaForConditionalGeneration; merge into a 16-bit "
+            "`model.merge_and_unload()` gives the plain base model class; merge into a 16-bit "
             "base, never a 4-bit one (`python -m lora_llava ... stages=[export] export.merge=true "
             "adapter=PATH` does it and checks the result).", ""]
 

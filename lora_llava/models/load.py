@@ -1,4 +1,5 @@
-"""build_model_and_processor(): a LLaVA checkpoint (Hub id or local directory) or the tiny random model."""
+"""build_model_and_processor(): a checkpoint of any family (Hub id or local directory) or a tiny random model,
+through AutoModelForImageTextToText; the family (models/families.py) comes from its config's model_type."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import torch
 
 from lora_llava.errors import ConfigError, MissingPathError, UserError, cannot_load, disk_full_message
+from lora_llava.models.base import Family
+from lora_llava.models.families import family_for_config
 from lora_llava.models.quant import build_quant_config
 
 log = logging.getLogger("lora_llava")
@@ -37,10 +40,10 @@ def looks_local(path: str) -> bool:
 
 
 def checkpoint_path(model_cfg) -> str:
-    if model_cfg.path == "tiny":
-        from lora_llava.models.tiny import tiny_checkpoint
+    from lora_llava.models.tiny import is_tiny, tiny_checkpoint
 
-        return str(tiny_checkpoint(model_cfg.seed))
+    if is_tiny(model_cfg.path):
+        return str(tiny_checkpoint(model_cfg.seed, model_cfg.path))
     path = model_cfg.path
     if looks_local(path) and not Path(path).expanduser().is_dir():
         # Else transformers would take it for a Hub id and answer with a download error.
@@ -48,6 +51,20 @@ def checkpoint_path(model_cfg) -> str:
                              "point it at a local model folder (with config.json) or a Hub id such as "
                              "llava-hf/llava-1.5-7b-hf")
     return str(Path(path).expanduser()) if looks_local(path) else path
+
+
+def load_config(model_cfg, path: str | None = None):
+    """The checkpoint's config.json, with model.max_image_tiles applied to its tile grids."""
+    from transformers import AutoConfig
+
+    with loading(model_cfg, path):
+        config = AutoConfig.from_pretrained(path or checkpoint_path(model_cfg), revision=model_cfg.revision,
+                                            trust_remote_code=model_cfg.trust_remote_code)
+    return family_for_config(config).limit_config_tiles(config, model_cfg.max_image_tiles)
+
+
+def load_family(model_cfg, path: str | None = None) -> Family:
+    return family_for_config(load_config(model_cfg, path))
 
 
 def _device_map():
@@ -67,27 +84,36 @@ def loading(model_cfg, path: str | None = None):
 
 
 def load_processor(model_cfg, path: str | None = None):
-    from transformers import AutoProcessor
-
+    """The checkpoint's processor, loaded the way its family needs, with model.max_image_tiles applied."""
+    path = path or checkpoint_path(model_cfg)
+    family = load_family(model_cfg, path)
     with loading(model_cfg, path):
-        return AutoProcessor.from_pretrained(
-            path or checkpoint_path(model_cfg), revision=model_cfg.revision,
-            trust_remote_code=model_cfg.trust_remote_code,
-        )
+        processor = family.load_processor(path, revision=model_cfg.revision,
+                                          trust_remote_code=model_cfg.trust_remote_code)
+    return family.limit_processor_tiles(processor, model_cfg.max_image_tiles)
+
+
+def load_saved_processor(model_config, folder):
+    """The processor saved in `folder` (an adapter or merged folder), loaded as the family of `model_config` loads
+    its processors."""
+    return family_for_config(model_config).load_processor(str(folder))
 
 
 def build_model_and_processor(model_cfg, quant_cfg, dtype: torch.dtype | None = None, path: str | None = None):
     """Load model and processor, with model.projector loaded into the base. `dtype` overrides model.dtype
     (export reloads the base in 16-bit); `path` overrides model.path (a merged model, projector included)."""
-    from transformers import LlavaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
     base_path = path is None
     path = path or checkpoint_path(model_cfg)
     dtype = dtype or resolve_dtype(model_cfg.dtype)
-    quant = build_quant_config(quant_cfg, dtype) if quant_cfg is not None else None
+    config = load_config(model_cfg, path)
+    skip = family_for_config(config).never_quantized()
+    quant = build_quant_config(quant_cfg, dtype, skip) if quant_cfg is not None else None
     with loading(model_cfg, path):
-        model = LlavaForConditionalGeneration.from_pretrained(
+        model = AutoModelForImageTextToText.from_pretrained(
             path,
+            config=config,
             revision=model_cfg.revision,
             dtype=dtype,
             quantization_config=quant,

@@ -7,9 +7,9 @@ import re
 import torch
 
 
-def build_quant_config(cfg, compute_dtype: torch.dtype):
-    """A transformers BitsAndBytesConfig for `quant.method`, or None. The vision tower, projector and
-    lm_head (`quant.skip_modules`) are never quantized."""
+def build_quant_config(cfg, compute_dtype: torch.dtype, family_skip: list[str] = ()):
+    """A transformers BitsAndBytesConfig for `quant.method`, or None. The family's own list (vision tower,
+    projector, lm_head) and `quant.skip_modules` are never quantized."""
     if cfg.method == "none":
         return None
     try:
@@ -20,7 +20,8 @@ def build_quant_config(cfg, compute_dtype: torch.dtype):
 
     # transformers matches skip patterns from the start of the full module name ("model.vision_tower...");
     # a bare "vision_tower" would match nothing there and the CLIP tower would be quantized.
-    skip = [rf"(?:.*\.)?{re.escape(name)}" for name in cfg.skip_modules]
+    names = dict.fromkeys([*family_skip, *cfg.skip_modules])
+    skip = [rf"(?:.*\.)?{re.escape(name)}" for name in names]
     if cfg.method == "int8":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     dtype = compute_dtype if cfg.bnb_4bit_compute_dtype == "auto" else getattr(torch, cfg.bnb_4bit_compute_dtype)

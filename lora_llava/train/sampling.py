@@ -1,6 +1,6 @@
 """Modality- and length-grouped batching (LLaVA's `group_by_modality_length`).
 
-An image sample carries 576 image tokens; a text-only ScienceQA question is a few dozen tokens. Batched at random,
+An image sample carries hundreds of image tokens (576 for LLaVA-1.5); a text-only ScienceQA question is a few dozen tokens. Batched at random,
 a text-only row is padded to the width of the image row beside it, and the model computes on padding. Here every
 micro-batch holds one modality (on ScienceQA's test questions, batch 8: 51% padding -> 21%). Optionally, samples
 are also sorted by length within windows of `window` micro-batches (window 50, transformers' choice: -> 1%), but
@@ -16,16 +16,18 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Sampler
 
-from lora_llava.data.chat import render
 from lora_llava.data.samples import IMAGE_PLACEHOLDER
 
 
-def sample_lengths(samples, tokenizer, image_tokens: int, system_prompt: str | None = None) -> list[int]:
-    """Token count of each sample: its rendered text tokenized in one batched call, plus `image_tokens` per image.
-    Close to the collator's exact length (placeholders can shift a neighbouring merge); grouping needs no more."""
-    texts = [render(s.turns, tokenizer.eos_token, system_prompt)[0].replace(IMAGE_PLACEHOLDER, "") for s in samples]
+def sample_lengths(samples, collator) -> list[int]:
+    """Token count of each sample: its text rendered by the collator's model family and tokenized in one batched
+    call, plus each image's token count (anyres families: from the image's size). Close to the collator's exact
+    length (placeholders can shift a neighbouring merge); grouping needs no more."""
+    family, processor, tokenizer = collator.family, collator.processor, collator.tokenizer
+    texts = [family.render(processor, s.turns, collator.system_prompt)[0].replace(IMAGE_PLACEHOLDER, "")
+             for s in samples]
     ids = tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
-    return [len(t) + image_tokens * len(s.images) for t, s in zip(ids, samples)]
+    return [len(t) + sum(collator.image_token_counts(s)) for t, s in zip(ids, samples)]
 
 
 def _sorted_batches(indices: list[int], lengths: Sequence[int], batch_size: int, window: int) -> list[list[int]]:

@@ -83,13 +83,10 @@ class LlavaSFTTrainer(SFTTrainer):
         if not self.group_by_modality_length or samples is None or "sample_index" not in getattr(
                 dataset, "column_names", ()):
             return super()._get_train_sampler(train_dataset)
-        from lora_llava.data.collate import image_token_count
         from lora_llava.train.sampling import ModalityLengthGroupedSampler, sample_lengths
 
         rows = [samples[i] for i in dataset["sample_index"]]
-        collator = self.data_collator
-        lengths = sample_lengths(rows, collator.tokenizer, image_token_count(collator.processor),
-                                 collator.system_prompt)
+        lengths = sample_lengths(rows, self.data_collator)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return ModalityLengthGroupedSampler(lengths, [bool(s.images) for s in rows], self.args.train_batch_size,
                                             seed=seed, window=self.length_group_window)

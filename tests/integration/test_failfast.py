@@ -25,17 +25,22 @@ def _logged_steps(run_dir):
     return [r["step"] for r in rows if "loss" in r]
 
 
+def poison_pixels(monkeypatch, poisoned: str) -> None:
+    """Make the collator give sample `poisoned` infinite pixels (as a corrupt preprocessed image would)."""
+    original = Collator.sample_image_inputs
+
+    def sample_image_inputs(self, sample):
+        inputs = original(self, sample)
+        if sample.id == poisoned:
+            inputs["pixel_values"] = torch.full_like(inputs["pixel_values"], float("inf"))
+        return inputs
+
+    monkeypatch.setattr(Collator, "sample_image_inputs", sample_image_inputs)
+
+
 def test_inf_in_the_inputs_stops_at_that_step_naming_the_samples(tmp_path, monkeypatch):
     poisoned = "train-5"
-    original = Collator.pixel_values
-
-    def pixel_values(self, samples):
-        pixels = original(self, samples)
-        if any(s.id == poisoned for s in samples):
-            pixels = torch.full_like(pixels, float("inf"))
-        return pixels
-
-    monkeypatch.setattr(Collator, "pixel_values", pixel_values)
+    poison_pixels(monkeypatch, poisoned)
     cfg = smoke_config(*SMALL, "train.max_steps=8", "train.save_steps=1")  # one epoch: every sample once
     with pytest.raises(TrainingDiverged) as err:
         train(cfg, tmp_path)

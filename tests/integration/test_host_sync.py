@@ -13,11 +13,11 @@ import sys
 import pytest
 import torch
 
-from lora_llava.data.collate import Collator
 from lora_llava.train.callbacks import TrainingDiverged
 from lora_llava.train.stage import train
 from lora_llava.train.trainer import LlavaSFTTrainer
 from tests.conftest import smoke_config
+from tests.integration.test_failfast import poison_pixels
 
 SYNCS = ("item", "__float__", "__int__", "__bool__", "tolist", "cpu", "numpy")
 WATCHED = ("/lora_llava/", "/transformers/trainer.py", "/trl/trainer/sft_trainer.py", __file__)
@@ -79,18 +79,14 @@ def test_no_host_sync_between_logging_steps(tmp_path, syncs):
 
 def test_a_divergence_found_at_the_logging_step_names_its_own_step_and_samples(tmp_path, monkeypatch):
     poisoned, batches = "train-5", []
-    training_step, pixel_values = LlavaSFTTrainer.training_step, Collator.pixel_values
+    training_step = LlavaSFTTrainer.training_step
 
     def recording(self, model, inputs, *args, **kwargs):
         batches.append(list(inputs["sample_ids"]))
         return training_step(self, model, inputs, *args, **kwargs)
 
-    def poisoning(self, samples):
-        pixels = pixel_values(self, samples)
-        return torch.full_like(pixels, float("inf")) if any(s.id == poisoned for s in samples) else pixels
-
     monkeypatch.setattr(LlavaSFTTrainer, "training_step", recording)
-    monkeypatch.setattr(Collator, "pixel_values", poisoning)
+    poison_pixels(monkeypatch, poisoned)
     with pytest.raises(TrainingDiverged) as err:
         train(smoke_config(*SMALL, "train.logging_steps=10"), tmp_path)
     step = next(i + 1 for i, ids in enumerate(batches) if poisoned in ids)

@@ -6,7 +6,7 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from lora_llava.config import check_values, compose, list_recipes
+from lora_llava.config import check_values, compose, config_dirs, list_recipes
 
 
 @pytest.mark.parametrize("recipe", list_recipes())
@@ -65,3 +65,11 @@ def test_cli_finds_a_teams_own_recipe(tmp_path):
 def test_cli_without_recipe_lists_them():
     proc = _cli()
     assert proc.returncode != 0 and "smoke" in proc.stderr
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in (config_dirs()[0] / "model").glob("*.yaml")))
+def test_every_model_option_composes_with_every_key_known(model):
+    """conf/model/*.yaml: each composes into the schema (a misspelt key would fail here) and names a checkpoint."""
+    cfg = compose("scienceqa", [f"model={model}"])
+    check_values(cfg)
+    assert cfg.model.path and cfg.model.license

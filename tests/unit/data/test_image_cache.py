@@ -61,12 +61,12 @@ def test_a_changed_file_or_processor_is_a_miss(tiny_model_and_processor, tmp_pat
 def test_the_folder_stays_under_its_bound_and_keeps_the_recent_entries(tiny_model_and_processor, tmp_path):
     _, processor = tiny_model_and_processor
     refs = _images(tmp_path, 6)
-    entry_bytes = 3 * 32 * 32 * 4 + 128  # one float32 32x32 image and its .npy header
+    entry_bytes = 3 * 32 * 32 * 4 + 400  # one float32 32x32 image and its .npz (zip + .npy) headers
     cache = PixelCache(processor.image_processor, tmp_path / "cache", max_gb=3.5 * entry_bytes / 1024**3)
     for i, ref in enumerate(refs):
         cache.pixel_values([(f"s{i}", ref)], tmp_path)
         time.sleep(0.01)  # distinct modification times: the eviction order is by last use
-    files = list((tmp_path / "cache").rglob("*.npy"))
+    files = list((tmp_path / "cache").rglob("*.npz"))
     assert 1 <= len(files) <= 3
     assert sum(f.stat().st_size for f in files) <= cache.max_bytes
     cache.pixel_values([("s5", refs[-1])], tmp_path)

@@ -14,8 +14,9 @@ def _adapted(*overrides):
     return apply_adapters(model, cfg.peft, False, False), cfg
 
 
-def test_lora_on_language_model_projector_trainable_tower_frozen():
-    model, _ = _adapted()
+@pytest.mark.parametrize("family", ["tiny", "tiny-next", "tiny-onevision"])
+def test_lora_on_language_model_projector_trainable_tower_frozen(family):
+    model, _ = _adapted(f"model={family}")
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable
     assert not [n for n in trainable if "vision_tower" in n]

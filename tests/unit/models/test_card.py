@@ -31,7 +31,7 @@ def test_tiny_card_names_no_local_path_as_base(tmp_path):
     assert "base_model" not in meta and "datasets" not in meta
     assert meta["tags"][:2] == ["llava", "lora"] and meta["license"] == "apache-2.0"
     text = ModelCard.load(write_model_card(tmp_path, cfg)).text
-    assert "tiny_checkpoint(0)" in text and "No evaluation was run" in text
+    assert "tiny_checkpoint(0, 'tiny')" in text and "No evaluation was run" in text
     assert str(tmp_path) not in text
 
 

@@ -70,13 +70,13 @@ def test_length_window_trades_padding_for_alike_batches():
 def test_sample_lengths_match_the_collator(tiny_model_and_processor):
     from PIL import Image
 
-    from lora_llava.data.collate import Collator, image_token_count
+    from lora_llava.data.collate import Collator
 
     _, processor = tiny_model_and_processor
     samples = [Sample("i", [Turn("user", "<image>\nWhat color is the shape?"), Turn("assistant", "red")],
                       [Image.new("RGB", (32, 32))]),
                Sample("t", [Turn("user", "Which of these is a mammal? A. cat B. fish"), Turn("assistant", "A")])]
-    lengths = sample_lengths(samples, processor.tokenizer, image_token_count(processor))
+    lengths = sample_lengths(samples, Collator(processor))
     exact = [len(Collator(processor).encode(s)["input_ids"]) for s in samples]
     assert all(abs(a - b) <= 2 for a, b in zip(lengths, exact)), (lengths, exact)
 

@@ -1,0 +1,45 @@
+"""The package tree is the pipeline: one folder per stage, one module per model family, and no module outside
+lora_llava/models/ names a family, its transformers classes or its module names (those are the family's to say)."""
+
+import re
+from pathlib import Path
+
+import lora_llava
+
+PACKAGE = Path(lora_llava.__file__).parent
+FAMILY_TERMS = [
+    # classes and modules of transformers' LLaVA families
+    "LlavaForConditionalGeneration", "LlavaNext", "LlavaOnevision", "LlavaProcessor", "llava_next",
+    "llava_onevision", "CLIPImageProcessor", "Siglip", "Qwen2", "Mistral", "Vicuna",
+    # module and config names inside those models
+    "multi_modal_projector", "vision_tower", "image_newline", "image_grid_pinpoints", "crop_size",
+    "vision_feature", "image_seq_length",
+]
+FAMILY_NAMES = ["NeXT", "OneVision"]  # case-sensitive: "next" is an ordinary word
+
+
+def test_one_folder_per_stage_and_one_module_per_family():
+    for folder in ("models", "data", "train", "eval", "export"):
+        assert (PACKAGE / folder / "__init__.py").is_file(), folder
+    for module in ("base", "llava", "llava_next", "llava_onevision", "families", "load", "tiny"):
+        assert (PACKAGE / "models" / f"{module}.py").is_file(), module
+
+
+def test_no_module_outside_the_model_layer_names_a_family():
+    pattern = re.compile("|".join(map(re.escape, FAMILY_TERMS)), re.IGNORECASE)
+    names = re.compile("|".join(map(re.escape, FAMILY_NAMES)))
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if (PACKAGE / "models") in path.parents:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line) or names.search(line):
+                offenders.append(f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}")
+    assert not offenders, "family names outside lora_llava/models/:\n" + "\n".join(offenders)
+
+
+def test_the_check_would_catch_a_family_name(tmp_path):
+    pattern = re.compile("|".join(map(re.escape, FAMILY_TERMS)), re.IGNORECASE)
+    assert pattern.search('skip = ["vision_tower", "multi_modal_projector"]')
+    assert pattern.search("from transformers import LlavaForConditionalGeneration")
+    assert not pattern.search("from lora_llava.models.families import family_for_processor")
