@@ -7,11 +7,14 @@ from lora_llava.config import STAGES, config_dirs, list_recipes
 from lora_llava.errors import DEBUG_ENV
 
 STAGE_HELP = {
+    "generate": "write LLaVA instruction data from your annotations through an OpenAI-compatible endpoint "
+                "(endpoint.*); writes generated/",
     "validate": "check every sample with the processor alone (no weights); data_report.md, non-zero exit if "
                 "training would stop",
     "plan": "estimate GPU memory for the config; the largest batch that fits",
     "train": "LoRA/QLoRA training; writes adapter/, checkpoints/, logs/",
     "eval": "greedy answers for eval.split, scored by eval.scorer; writes eval/",
+    "compare": "the base model (adapters off) vs the adapted one on the same questions; eval/compare.md",
     "export": "the Hub-ready adapter/ folder with its model card; export.merge=true also writes merged/",
     "push": "upload adapter/ (or merged/) to hub.repo_id; hub.dry_run=true stages it only",
 }
@@ -38,7 +41,7 @@ def usage() -> str:
         *[f"  {group:<8} {', '.join(options)}" for group, options in groups.items()],
         "",
         "stages (stages=[train,eval] runs those, in that order):",
-        *[f"  {name:<8} {STAGE_HELP[name]}" for name in STAGES],
+        *[f"  {name:<9} {STAGE_HELP[name]}" for name in STAGES],
         "",
         "examples:",
         "  python -m lora_llava recipe=smoke                       offline, CPU, tiny model",

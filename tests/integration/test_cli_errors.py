@@ -84,8 +84,10 @@ def test_help_lists_recipes_groups_with_options_and_stages():
     proc = _cli("--help")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for text in ("custom_image_qa, scienceqa, smoke", "quant    int8, nf4, none", "model", "llava-1.5-7b",
-                 "validate", "plan", "train", "eval", "export", "push", DEBUG_ENV):
+    from lora_llava.config import STAGES, list_recipes
+
+    assert {"custom_image_qa", "scienceqa", "smoke"} <= set(list_recipes())
+    for text in (", ".join(list_recipes()), "int8, nf4, none", "model", "llava-1.5-7b", *STAGES, DEBUG_ENV):
         assert text in out, text
 
 

@@ -50,6 +50,9 @@ class Entry:
     extra: tuple[str, ...] = ()
     replace: tuple[tuple[str, str], ...] = ()
     produces: str | None = None  # what later commands use: "adapter" or "merged"
+    # full="elsewhere": the test that runs this command as written, with its own substitutions ("file::function");
+    # full="not_run": why this project cannot run it at all (stated in the README beside the command too).
+    by: str = ""
 
 
 ADAPTER = (("adapter=PATH", "adapter={adapter}"),)
@@ -84,9 +87,7 @@ COMMANDS = {
     "python -m lora_llava recipe=scienceqa stages=[push] adapter=PATH hub.repo_id=org/name": Entry(
         "slow", SQA + ("hub.dry_run=true",), ADAPTER),
     "python -m lora_llava recipe=scienceqa stages=[push] adapter=PATH hub.dry_run=true": Entry("slow", SQA, ADAPTER),
-    "python -m lora_llava recipe=scienceqa stages=[plan]": Entry("default", TINY),
-    "python -m lora_llava recipe=scienceqa stages=[plan] plan.gpu_memory_gb=24 train.batch_size=8": Entry(
-        "default", TINY),
+    "python -m lora_llava recipe=scienceqa stages=[plan]": Entry("default", SQA),  # plans from the data's lengths
     "python -m lora_llava recipe=scienceqa hydra.run.dir=outputs/sqa-1": Entry("slow", SQA + LEAN),
     "python -m lora_llava recipe=scienceqa hydra.run.dir=outputs/sqa-1 train.resume=auto": Entry("slow", SQA + LEAN),
     "torchrun --nproc_per_node 4 -m lora_llava recipe=scienceqa hydra.run.dir=outputs/sqa-ddp": Entry(
@@ -96,6 +97,57 @@ COMMANDS = {
         "slow", SQA + LEAN, (("--config_file conf/accelerate/ddp.yaml",
                               f"--config_file {ROOT}/conf/accelerate/ddp.yaml --num_processes 2 --cpu"),)),
 }
+
+
+ALIGN = "tests/integration/test_align.py::test_readme_commands"
+FAMILIES = "tests/integration/test_families.py::test_smoke_reads_the_images"
+GENERATE = "tests/integration/test_readme_generate.py::test_readme_worked_example"
+COMPARE = "tests/integration/test_compare.py::test_base_is_near_chance_and_the_adapter_near_one"
+SWEEP = "tests/integration/test_sweep.py::test_two_job_sweep_writes_a_summary_ranked_by_accuracy"
+SERVE = "tests/integration/test_serving.py::test_transformers_serve_answers_as_predict_does"
+PLAN = ("tests/real/test_plan_7b.py::"
+        "test_scienceqa_plan_measures_the_real_lengths_and_drops_checkpointing_where_it_fits")
+COMMANDS.update({
+    "python -m lora_llava recipe=align hydra.run.dir=outputs/align": Entry("elsewhere", by=ALIGN),
+    "python -m lora_llava recipe=smoke model.projector=outputs/align/projector": Entry("elsewhere", by=ALIGN),
+    "python -m lora_llava recipe=align model=llava-1.5-7b data.source=llava_json data.path=captions.json "
+    "data.image_root=images": Entry("elsewhere", by=ALIGN),
+    "HF_HUB_OFFLINE=1 python -m lora_llava recipe=smoke model=tiny-next": Entry("elsewhere", by=FAMILIES),
+    "HF_HUB_OFFLINE=1 python -m lora_llava recipe=smoke model=tiny-onevision": Entry("elsewhere", by=FAMILIES),
+    "python -m benchmarks.families": Entry("elsewhere", by="tests/unit/test_plan_families.py::test_families_table"),
+    "export OPENAI_API_KEY=...": Entry("elsewhere", by=GENERATE),
+    "python -m lora_llava recipe=instruct stages=[generate] generate.dry_run=true "
+    "generate.annotations=my_images/annotations.jsonl generate.image_root=my_images "
+    "generate.output=my_images/instruct.json": Entry("elsewhere", by=GENERATE),
+    "python -m lora_llava recipe=instruct stages=[generate] hydra.run.dir=outputs/instruct-gen "
+    "generate.annotations=my_images/annotations.jsonl generate.image_root=my_images "
+    "generate.output=my_images/instruct.json": Entry("elsewhere", by=GENERATE),
+    "python -m lora_llava recipe=instruct hydra.run.dir=outputs/instruct-train generate.image_root=my_images "
+    "generate.output=my_images/instruct.json": Entry("elsewhere", by=GENERATE),
+    "python -m lora_llava recipe=scienceqa stages=[eval] eval.predictions=our_answers.jsonl "
+    "eval.judge.arbitrate_with=other_answers.jsonl data.path=llava_test_CQM-A.json data.image_root=images/test":
+        Entry("elsewhere", by="tests/integration/test_judge.py::test_arbitration_counts_exact"),
+    "python -m lora_llava recipe=smoke train.eval_metric=true train.best_by=accuracy train.patience=3": Entry(
+        "slow", ("train.max_steps=4", "train.save_steps=2", "train.eval_steps=2", "train.eval_metric_limit=4",
+                 "eval.limit=4", "eval.max_new_tokens=4", "train.report_to=[]")),
+    "python -m lora_llava recipe=scienceqa stages=[compare] adapter=PATH": Entry("elsewhere", by=COMPARE),
+    "python -m lora_llava recipe=scienceqa stages=[compare] adapter=PATH compare.general.source=jsonl "
+    "compare.general.path=general.jsonl": Entry("elsewhere", by=COMPARE),
+    "python -m lora_llava -m recipe=smoke train.max_steps=2,48": Entry("elsewhere", by=SWEEP),
+    "python -m lora_llava.report multirun/smoke/2026-01-01_12-00-00 outputs/smoke/*": Entry("elsewhere", by=SWEEP),
+    "transformers serve outputs/scienceqa/RUN/merged": Entry("elsewhere", by=SERVE),
+    "vllm serve outputs/scienceqa/RUN/merged": Entry(
+        "not_run", by="vLLM needs a CUDA GPU and is not installed on this project's machines"),
+    'python -m lora_llava.predict endpoint=http://localhost:8000 image=cat.png question="What is on the mat?"':
+        Entry("elsewhere", by=SERVE),
+    "python -m lora_llava recipe=scienceqa stages=[plan] plan.gpu_memory_gb=24 train.batch_size=1":
+        Entry("elsewhere", by=PLAN),
+    "python -m lora_llava recipe=scienceqa stages=[plan] plan.gpu_memory_gb=24 train.batch_size=1 "
+    "plan.from_data=false": Entry("elsewhere", by=PLAN),
+    "accelerate launch --config_file conf/accelerate/fsdp.yaml -m lora_llava recipe=smoke stages=[train,eval] "
+    "train.batch_size=8 hydra.run.dir=outputs/smoke-fsdp": Entry(
+        "elsewhere", by="tests/integration/test_distributed.py::test_fsdp_preset_trains_the_smoke_recipe_like_one_process"),
+})
 
 
 def readme_commands(text: str) -> list[str]:
@@ -120,6 +172,12 @@ def test_every_readme_command_has_an_entry():
     assert not missing, f"README commands with no entry in {__file__}'s COMMANDS (say how each runs): {missing}"
     stale = [c for c in COMMANDS if c not in commands]
     assert not stale, f"COMMANDS entries that are no longer in README.md: {stale}"
+    for command, entry in COMMANDS.items():
+        if entry.full == "elsewhere":  # the named test exists and runs this command
+            path, function = entry.by.split("::")
+            assert f"def {function}(" in (ROOT / path).read_text(), f"{command}: {entry.by} does not exist"
+        if entry.full == "not_run":
+            assert entry.by, command
 
 
 # --- the working directory the commands run in ---------------------------------------------------------------
