@@ -33,7 +33,8 @@ def _eval_needs(cfg, stages: list[str], run_dir: Path) -> None:
 
 
 def _export_needs(cfg, stages: list[str], run_dir: Path) -> None:
-    if "train" not in stages and cfg.adapter is None:
+    aligned = cfg.peft.method == "none" and cfg.model.projector  # an align run exports the base with its projector
+    if "train" not in stages and cfg.adapter is None and not aligned:
         raise ConfigError("stages has export but neither train nor adapter=PATH: pass the adapter to export, "
                           "e.g. adapter=outputs/<recipe>/<time>/adapter")
     config = Path(cfg.model.path) / "config.json"
