@@ -15,11 +15,11 @@ def load_mix(args, processor) -> list[tuple[int, bool]]:
     if args.lengths:
         return [(int(n), bool(image)) for n, image in json.loads(Path(args.lengths).read_text())]
     from benchmarks.train import all_questions
-    from lora_llava.data.collate import image_token_count
+    from lora_llava.data.collate import Collator
     from lora_llava.train.sampling import sample_lengths
 
     samples = all_questions(args.shared)
-    lengths = sample_lengths(samples, processor.tokenizer, image_token_count(processor))
+    lengths = sample_lengths(samples, Collator(processor))
     return [(n, bool(s.images)) for n, s in zip(lengths, samples)]
 
 
@@ -53,7 +53,7 @@ def image_files(shared: Path | None, scratch: Path) -> list[str]:
 
 def synthesize(rows, processor, images: list[str]):
     """Samples whose tokenized length is each row's length: filler words (one token each) and the answer "A"."""
-    from lora_llava.data.collate import image_token_count
+    from lora_llava.data.collate import Collator, image_token_count
     from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, Turn
     from lora_llava.train.sampling import sample_lengths
 
@@ -64,10 +64,11 @@ def synthesize(rows, processor, images: list[str]):
                       [images[i % len(images)]] if image else [])
 
     tokens = image_token_count(processor)
-    base, one = sample_lengths([sample(1, False, 0), sample(2, False, 0)], processor.tokenizer, tokens)
+    collator = Collator(processor)
+    base, one = sample_lengths([sample(1, False, 0), sample(2, False, 0)], collator)
     step = max(one - base, 1)
     samples = [sample(max(1, 1 + (n - (tokens if image else 0) - base) // step), image, i)
                for i, (n, image) in enumerate(rows)]
-    got = sample_lengths(samples, processor.tokenizer, tokens)
+    got = sample_lengths(samples, collator)
     error = max(abs(g - n) for g, (n, _) in zip(got, rows))
     return samples, error

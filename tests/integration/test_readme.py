@@ -25,6 +25,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,8 +298,14 @@ def test_slow_commands_pass_every_check_made_before_loading(command, ws, tmp_pat
 
 def test_cheap_commands_run_in_full(ws):
     cheap = [c for c, e in COMMANDS.items() if e.full == "default"]
+    def staggered(item):
+        # Hydra's default run directory has one-second resolution, and a second run in a directory in use is
+        # refused (its lock): start them at least a second apart, as a person typing them would.
+        time.sleep(1.1 * item[0])
+        return _run(item[1], {"ws": ws}, ws)
+
     with ThreadPoolExecutor(max_workers=3) as pool:  # each is mostly a torch import: overlap them
-        procs = dict(zip(cheap, pool.map(lambda c: _run(c, {"ws": ws}, ws), cheap)))
+        procs = dict(zip(cheap, pool.map(staggered, enumerate(cheap))))
     assert "recipe_name: scienceqa" in procs["python -m lora_llava recipe=scienceqa --cfg job"].stdout
     assert sorted(p.name for p in (ws / "sweep").iterdir() if p.is_dir()) == ["0", "1", "2"]
     assert (ws / "outputs").is_dir()  # validate/plan/eval runs wrote their run directories under the cwd
