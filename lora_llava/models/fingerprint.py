@@ -53,7 +53,11 @@ def fingerprint(model, state_dict=None) -> dict:
 
 def save_fingerprint(model, folder: Path, state_dict=None) -> None:
     """`state_dict`: the gathered full state dict when the model is sharded (FSDP)."""
-    (Path(folder) / FILE).write_text(json.dumps(fingerprint(model, state_dict), indent=1, sort_keys=True) + "\n")
+    write_fingerprint(fingerprint(model, state_dict), folder)
+
+
+def write_fingerprint(found: dict, folder: Path) -> None:
+    (Path(folder) / FILE).write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
 
 
 def differences(saved: dict, actual: dict) -> list[str]:

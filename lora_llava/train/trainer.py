@@ -40,6 +40,11 @@ class LlavaSFTTrainer(SFTTrainer):
         # Our card for each checkpoint (peft's own template names the base by its local path, or "None").
         self.card_writer = card_writer
         super().__init__(*args, **kwargs)
+        from lora_llava.models.fingerprint import fingerprint
+
+        # Of the frozen base, taken once before any sharding: under FSDP, reading a sharded weight at each save on
+        # rank 0 alone would be a collective that only one process joins.
+        self.base_fingerprint = fingerprint(self.model)
         from lora_llava.train.callbacks import LearningCheck
 
         # From the config: under ZeRO-3 a sharded weight can look empty.
@@ -189,7 +194,7 @@ class LlavaSFTTrainer(SFTTrainer):
         from pathlib import Path
 
         from lora_llava.errors import disk_full_message
-        from lora_llava.models.fingerprint import save_fingerprint
+        from lora_llava.models.fingerprint import write_fingerprint
         from lora_llava.train.checkpoints import commit, rotate, staging_root
         from lora_llava.train.resume import save_config
 
@@ -204,7 +209,7 @@ class LlavaSFTTrainer(SFTTrainer):
                 super()._save_checkpoint(model, trial)
                 if self.is_world_process_zero() and self.run_config is not None:
                     save_config(self.run_config, staging / f"checkpoint-{step}")
-                    save_fingerprint(self.model, staging / f"checkpoint-{step}")  # for adapter=checkpoint-N
+                    write_fingerprint(self.base_fingerprint, staging / f"checkpoint-{step}")  # adapter=checkpoint-N
         finally:
             self._staging = None
         self.accelerator.wait_for_everyone()  # every rank's RNG state is in before the rename
