@@ -26,8 +26,6 @@ import logging
 import re
 from dataclasses import asdict, dataclass
 
-from lora_llava.errors import ConfigError
-
 log = logging.getLogger("lora_llava")
 
 GiB = 1024**3
@@ -270,9 +268,9 @@ def make_plan(cfg, counts: ParamCounts | None = None, lengths=None) -> MemoryPla
                       lengths=lengths.summary() if lengths is not None and seq_from != "plan.seq_len" else None)
 
 
-def measure_training_rows(cfg, samples=None, processor=None):
-    """The training split's lengths (data/lengths.py) when the plan is sized from the data, else None. Without
-    `samples`, loads the split as a run would (processor only, no weights)."""
+def measure_training_rows(cfg, processor=None, load=None):
+    """The training split's lengths (data/lengths.py) when the plan is sized from the data, else None: the split
+    loaded as a run would (processor only, no weights). `load`: the run's data loader (RunContext.splits)."""
     if not cfg.plan.from_data or cfg.plan.seq_len:
         return None
     from lora_llava.data import training_splits
@@ -280,19 +278,14 @@ def measure_training_rows(cfg, samples=None, processor=None):
     from lora_llava.models.load import load_processor
 
     processor = processor or load_processor(cfg.model)
-    if samples is None:
-        splits = training_splits(cfg.data, cfg.train.answer_suffix)
-        if cfg.data.train_split not in splits:
-            raise ConfigError(f"plan.from_data: the data has no {cfg.data.train_split!r} split (it has "
-                              f"{', '.join(splits) or 'none'}); set data.train_split, or plan.from_data=false to "
-                              "plan for data.max_length")
-        samples = splits[cfg.data.train_split]
-    return measure(samples, processor, cfg.data)
+    # A missing training split stops here with the split names (training_splits); so does an empty one.
+    splits = training_splits(cfg.data, cfg.train.answer_suffix, load(cfg.data) if load else None)
+    return measure(splits[cfg.data.train_split], processor, cfg.data)
 
 
 def plan_stage(cfg, ctx) -> None:
     """stages=[plan]: print the plan and write plan.json into the run directory."""
-    plan = make_plan(cfg, lengths=measure_training_rows(cfg, processor=ctx.processor))
+    plan = make_plan(cfg, lengths=measure_training_rows(cfg, ctx.processor, ctx.splits))
     print(plan.table())
     (ctx.run_dir / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2))
     ctx.extra["plan"] = plan
@@ -302,11 +295,12 @@ def plan_stage(cfg, ctx) -> None:
                     plan.gpu_memory_gb, plan.largest_batch, quant)
 
 
-def plan_before_training(cfg, samples=None, processor=None) -> bool:
+def plan_before_training(cfg, lengths=None) -> bool:
     """Print the plan for this run and return whether to checkpoint: train.gradient_checkpointing when set,
     otherwise the planner's choice (off whenever the micro-batch fits without it; it costs ~a third more compute).
-    `samples`: the screened training samples, measured with `processor` to size the activations."""
-    plan = make_plan(cfg, lengths=measure_training_rows(cfg, samples, processor) if samples is not None else None)
+    `lengths`: the screened training rows' lengths (Screened.lengths), which size the activations unless
+    plan.from_data=false or plan.seq_len is set."""
+    plan = make_plan(cfg, lengths=lengths if cfg.plan.from_data else None)
     print(plan.table(), flush=True)
     if not plan.fits:
         log.warning("the memory plan exceeds %.0f GiB; the run may run out of GPU memory (see the plan above)",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -28,6 +29,23 @@ class RunContext:
     adapter_dir: Path | None = None
     metrics: dict | None = None
     extra: dict = field(default_factory=dict)
+    _splits: tuple | None = field(default=None, repr=False)  # (data config as YAML, load_splits's result)
+
+    def splits(self, data_cfg) -> dict:
+        """load_splits(data_cfg), loaded once per run: the preflight check, train and eval share it (a large
+        dataset is read and parsed once, not three times). Samples are never changed in place, so sharing is safe."""
+        from omegaconf import OmegaConf
+
+        from lora_llava.data import load_splits
+
+        key = OmegaConf.to_yaml(data_cfg)
+        if self._splits is None or self._splits[0] != key:
+            self._splits = (key, load_splits(data_cfg))
+        return self._splits[1]
+
+    def forget_data(self) -> None:
+        """After a stage that writes data (generate), the next load reads the files again."""
+        self._splits = None
 
 
 def _stage(name: str) -> Callable[[DictConfig, RunContext], None]:
@@ -57,8 +75,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunContext:
     check_values(cfg)
     check_levers(cfg)  # optional packages and GPU levers, before any stage loads a model
     check_endpoint_ready(cfg)
-    check_stages(cfg, Path(run_dir))  # every stage's needs, before the first one loads anything
     ctx = RunContext(run_dir=Path(run_dir))
+    check_stages(cfg, ctx)  # every stage's needs, before the first one loads anything
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     with claimed(cfg, ctx.run_dir):  # locked, and checked that this command may write there (rundir.py)
         for name in cfg.stages:
@@ -66,4 +84,6 @@ def run(cfg: DictConfig, run_dir: str | Path) -> RunContext:
                 continue  # under torchrun / accelerate: all processes train, rank 0 alone evaluates and writes
             log.info("stage %s", name)
             _stage(name)(cfg, ctx)
+            if name == "generate":
+                ctx.forget_data()
     return ctx

@@ -5,8 +5,16 @@ from __future__ import annotations
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Sample, SampleError, Turn
 from lora_llava.errors import ConfigError, DataError, cannot_load
 
-__all__ = ["IMAGE_PLACEHOLDER", "Sample", "SampleError", "Turn", "load_splits", "training_splits", "require_split",
-           "SOURCES"]
+__all__ = [
+    "IMAGE_PLACEHOLDER",
+    "SOURCES",
+    "Sample",
+    "SampleError",
+    "Turn",
+    "load_splits",
+    "require_split",
+    "training_splits",
+]
 
 
 def _synthetic(cfg):
@@ -57,12 +65,14 @@ def load_splits(cfg) -> dict[str, list[Sample]]:
     return {name: place_images(samples, cfg.image_placement) for name, samples in splits.items()}
 
 
-def training_splits(cfg, answer_suffix: str | None = None) -> dict[str, list[Sample]]:
+def training_splits(cfg, answer_suffix: str | None = None,
+                    loaded: dict[str, list[Sample]] | None = None) -> dict[str, list[Sample]]:
     """The splits as a training run sees them before screening: the training split cut to data.limit, and
-    `answer_suffix` (train.answer_suffix) added to the training and validation samples."""
+    `answer_suffix` (train.answer_suffix) added to the training and validation samples. `loaded`: load_splits's
+    result when the run already has it (left unchanged)."""
     from lora_llava.data.samples import with_suffix
 
-    splits = load_splits(cfg)
+    splits = dict(loaded) if loaded is not None else load_splits(cfg)
     require_split(splits, cfg.train_split, "data.train_split")
     if cfg.limit:
         splits[cfg.train_split] = splits[cfg.train_split][: cfg.limit]

@@ -1,8 +1,9 @@
 """Token lengths of a split as the collator builds its rows (image tokens expanded, the answer supervised), for the
 memory planner: activations grow with the widest micro-batch, and what bounds it is the data, not data.max_length.
 
-Only the text is tokenized (no image is decoded), so measuring ScienceQA's 12,726 training questions takes
-seconds. A sample the collator refuses (longer than data.max_length, no answer) is counted, not measured: the
+Only the text is tokenized (no image is decoded; anyres families read each image's size), so measuring
+ScienceQA's 12,726 training questions takes seconds. A training run does not call this: screening has already
+encoded every row, and its counts are used (data/screen.py, Screened.lengths). A sample the collator refuses (longer than data.max_length, no answer) is counted, not measured: the
 run's screening rejects or stops at it.
 """
 
@@ -55,7 +56,9 @@ class Lengths:
 
 def measure(samples: list[Sample], processor, data_cfg) -> Lengths:
     """Lengths of `samples` as the training collator encodes them (data.max_length and data.system_prompt)."""
-    collator = Collator(processor, max_length=data_cfg.max_length, system_prompt=data_cfg.system_prompt)
+    # image_root: anyres families count an image's tokens from its size, read from the file's header.
+    collator = Collator(processor, max_length=data_cfg.max_length, system_prompt=data_cfg.system_prompt,
+                        image_root=data_cfg.image_root)
     out = Lengths()
     for sample in tqdm(samples, desc="measuring token lengths", unit="sample", leave=False,
                        disable=len(samples) < 500):

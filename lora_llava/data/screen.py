@@ -19,8 +19,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from lora_llava.data.collate import Collator
+from lora_llava.data.collate import IGNORE_INDEX, Collator
 from lora_llava.data.images import load_image
+from lora_llava.data.lengths import Lengths
 from lora_llava.data.samples import Sample, SampleError
 from lora_llava.errors import DataError
 
@@ -41,19 +42,29 @@ class Screened:
     kept: list[Sample] = field(default_factory=list)
     rejected: list[tuple[Sample, SampleError]] = field(default_factory=list)
     n_tokens: list[int] = field(default_factory=list)  # one per kept sample
+    answer_tokens: list[int] = field(default_factory=list)  # supervised tokens, one per kept sample
     image_sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) of every kept image
 
     @property
     def total(self) -> int:
         return len(self.kept) + len(self.rejected)
 
+    def lengths(self) -> Lengths:
+        """The kept rows' exact lengths, for the memory planner (no second tokenization); rejects as refused."""
+        return Lengths(tokens=list(self.n_tokens), answer_tokens=list(self.answer_tokens),
+                       images=[len(s.images) for s in self.kept],
+                       refused={s.id: err.reason for s, err in self.rejected})
 
-def check_sample(sample: Sample, collator: Collator) -> tuple[int, list[tuple[int, int]]]:
-    """(token count, image sizes) of a usable sample; raises SampleError naming the sample, file and reason."""
+
+def check_sample(sample: Sample, collator: Collator) -> tuple[int, int, list[tuple[int, int]]]:
+    """(token count, answer token count, image sizes) of a usable sample; raises SampleError naming the sample,
+    file and reason."""
     sample.check()
     sizes = [load_image(sample.id, ref, collator.image_root).size for ref in sample.images]
     # The exact count, image tokens included (anyres families: from each image's size), before any weights load.
-    return len(collator.encode(sample, [(h, w) for w, h in sizes])["input_ids"]), sizes
+    encoded = collator.encode(sample, [(h, w) for w, h in sizes])
+    answer = sum(label != IGNORE_INDEX for label in encoded["labels"])
+    return len(encoded["input_ids"]), answer, sizes
 
 
 def screen(samples: list[Sample], data_cfg, processor, split: str, generation: bool = False,
@@ -66,7 +77,7 @@ def screen(samples: list[Sample], data_cfg, processor, split: str, generation: b
     for sample in tqdm(samples, desc=f"checking {split} samples", unit="sample", leave=False,
                        disable=len(samples) < 500):
         try:
-            n_tokens, sizes = check_sample(sample, collator)
+            n_tokens, answer, sizes = check_sample(sample, collator)
         except SampleError as err:
             if stop_at_first:
                 raise SampleError(err.sample_id, f"{err.reason} [{split} split; data.on_error=skip leaves bad "
@@ -75,6 +86,7 @@ def screen(samples: list[Sample], data_cfg, processor, split: str, generation: b
             continue
         result.kept.append(sample)
         result.n_tokens.append(n_tokens)
+        result.answer_tokens.append(answer)
         result.image_sizes += sizes
     return result
 
@@ -116,14 +128,23 @@ def apply_skip_policy(screened: Screened, data_cfg, run_dir: Path) -> list[Sampl
 def screen_split(samples: list[Sample], data_cfg, processor, run_dir: Path, split: str,
                  generation: bool = False) -> list[Sample]:
     """The samples of `split` a run may use, per data.on_error (see the module docstring)."""
+    return screen_and_keep(samples, data_cfg, processor, run_dir, split, generation).kept
+
+
+def screen_and_keep(samples: list[Sample], data_cfg, processor, run_dir: Path, split: str,
+                    generation: bool = False) -> Screened:
+    """screen_split's outcome whole: the kept samples with their lengths (after the skip policy)."""
     screened = screen(samples, data_cfg, processor, split, generation, stop_at_first=data_cfg.on_error == "raise")
-    return apply_skip_policy(screened, data_cfg, run_dir)
+    apply_skip_policy(screened, data_cfg, run_dir)
+    return screened
 
 
 def screen_splits(splits: dict[str, list[Sample]], data_cfg, processor, run_dir: Path,
-                  names: list[str | None]) -> dict[str, list[Sample]]:
-    """`splits` with the named ones (those present) screened as training data."""
-    out = dict(splits)
+                  names: list[str | None]) -> tuple[dict[str, list[Sample]], dict[str, Lengths]]:
+    """`splits` with the named ones (those present) screened as training data, and the screened splits'
+    lengths (what the memory planner sizes from)."""
+    out, lengths = dict(splits), {}
     for name in dict.fromkeys(n for n in names if n and n in splits):
-        out[name] = screen_split(splits[name], data_cfg, processor, run_dir, name)
-    return out
+        screened = screen_and_keep(splits[name], data_cfg, processor, run_dir, name)
+        out[name], lengths[name] = screened.kept, screened.lengths()
+    return out, lengths

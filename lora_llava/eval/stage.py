@@ -49,10 +49,11 @@ def read_predictions(path: str | Path, samples: list[Sample]) -> tuple[list[str]
     return [answers.get(i, "") for i in ids], len(missing)
 
 
-def eval_samples(cfg) -> list[Sample]:
+def eval_samples(cfg, loaded: dict | None = None) -> list[Sample]:
+    """The eval.split questions (cut to eval.limit); `loaded`: the run's splits when already loaded."""
     from lora_llava.data import load_splits, require_split
 
-    samples = require_split(load_splits(cfg.data), cfg.eval.split, "eval.split")
+    samples = require_split(loaded if loaded is not None else load_splits(cfg.data), cfg.eval.split, "eval.split")
     return samples[: cfg.eval.limit] if cfg.eval.limit else samples
 
 
@@ -108,7 +109,7 @@ def eval_stage(cfg, ctx) -> None:
     from lora_llava.data.screen import screen_split
     from lora_llava.models.load import load_adapted, load_processor
 
-    samples = eval_samples(cfg)
+    samples = eval_samples(cfg, ctx.splits(cfg.data))
     eval_dir = ctx.run_dir / "eval"
     if cfg.eval.predictions:
         log.info("scoring %s against %d %s questions (no model)", cfg.eval.predictions, len(samples),

@@ -113,16 +113,19 @@ def build_trainer(cfg, model, processor, splits, run_dir: Path, dtype: torch.dty
     )
 
 
-def prepare_splits(cfg, processor, run_dir: Path):
-    """Load, cut to data.limit, add train.answer_suffix, then screen the train and eval splits."""
-    splits = training_splits(cfg.data, cfg.train.answer_suffix)
+def prepare_splits(cfg, processor, run_dir: Path, loaded=None):
+    """Load (or take the `loaded` splits of this run), cut to data.limit, add train.answer_suffix, then screen the
+    train and eval splits: ({split: samples}, the training rows' Lengths from screening, for the planner)."""
+    splits = training_splits(cfg.data, cfg.train.answer_suffix, loaded)
     # Bad samples stop the run here (data.on_error=raise) or are left out and listed (skip), never mid-training.
-    return screen_splits(splits, cfg.data, processor, run_dir, [cfg.data.train_split, cfg.data.eval_split])
+    splits, lengths = screen_splits(splits, cfg.data, processor, run_dir,
+                                    [cfg.data.train_split, cfg.data.eval_split])
+    return splits, lengths[cfg.data.train_split]
 
 
-
-def train(cfg, run_dir: Path):
-    """Train adapters (or the projector alone, peft.method=none) per `cfg`; returns (model, processor)."""
+def train(cfg, run_dir: Path, loaded=None):
+    """Train adapters (or the projector alone, peft.method=none) per `cfg`; returns (model, processor). `loaded`:
+    the run's splits when an earlier check already loaded them (RunContext.splits)."""
     from transformers import set_seed
 
     from lora_llava.train.callbacks import check_trackers
@@ -140,9 +143,9 @@ def train(cfg, run_dir: Path):
         check_projector(cfg.model)  # a wrong model.projector stops the run here, before data and weights load
     # Data first, with the processor alone: a bad sample stops the run before any weights load.
     processor = load_processor(cfg.model)
-    splits = prepare_splits(cfg, processor, run_dir)
+    splits, lengths = prepare_splits(cfg, processor, run_dir, loaded)
     # Sized from the screened training rows' lengths; printed before the model loads; decides checkpointing when unset.
-    checkpointing = plan_before_training(cfg, splits[cfg.data.train_split], processor)
+    checkpointing = plan_before_training(cfg, lengths)
     dtype = resolve_dtype(cfg.model.dtype)
     model, processor = build_model_and_processor(cfg.model, cfg.quant, dtype)
     # After loading (building the tiny model draws random numbers): train.seed alone fixes the adapters' init.
@@ -159,7 +162,7 @@ def train_stage(cfg, ctx) -> None:
     from lora_llava.distributed import is_main_process
     from lora_llava.train.sharding import gathered_state_dict
 
-    ctx.model, ctx.processor = train(cfg, ctx.run_dir)
+    ctx.model, ctx.processor = train(cfg, ctx.run_dir, ctx.splits(cfg.data))
     state_dict = gathered_state_dict(ctx.model)  # under FSDP: whole tensors, gathered by every process
     if is_main_process():  # one adapter per run, however many processes trained it
         save_outputs(cfg, ctx, state_dict)

@@ -149,7 +149,7 @@ def test_a_teams_caption_file_trains_through_llava_json(tmp_path):
     path, images = write_captions(tmp_path)
     cfg = compose("align", ["data.source=llava_json", f"data.path={path}", f"data.image_root={images}"])
     processor = load_processor(cfg.model)
-    splits = prepare_splits(cfg, processor, tmp_path)
+    splits, _ = prepare_splits(cfg, processor, tmp_path)
     assert len(splits["train"]) + len(splits["validation"]) == 24
     sample = splits["train"][0]
     labels = Collator(processor, image_root=images)([sample])["labels"][0]

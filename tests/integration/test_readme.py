@@ -283,6 +283,7 @@ def test_slow_commands_pass_every_check_made_before_loading(command, ws, tmp_pat
     lora_llava.preflight: the eval split exists, adapter= is there, push has a repo id, ..."""
     from lora_llava.config import check_values, compose
     from lora_llava.preflight import check_stages
+    from lora_llava.run import RunContext
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -293,7 +294,7 @@ def test_slow_commands_pass_every_check_made_before_loading(command, ws, tmp_pat
     monkeypatch.chdir(ws)  # relative paths of the README (images/test, ./my_conf) are relative to the cwd
     cfg = compose(recipe, [o for o in overrides if not o.startswith("hydra.")], config_dir)
     check_values(cfg)
-    check_stages(cfg, tmp_path / "run")
+    check_stages(cfg, RunContext(run_dir=tmp_path / "run"))
 
 
 def test_cheap_commands_run_in_full(ws):

@@ -42,3 +42,19 @@ def test_eval_skips_and_lists_bad_samples(tiny_model_and_processor, tmp_path, ca
     assert "skipped 1 of 7 test samples" in capsys.readouterr().out
     with pytest.raises(SampleError, match="'lost0'"):
         eval_stage(smoke_config(*shapes(tmp_path, missing=1)), ctx)
+
+
+def test_a_train_and_eval_run_reads_its_data_once(tmp_path, monkeypatch):
+    """The preflight check of eval.split, the train stage and the eval stage share one load of the data; a run
+    whose data config changes between stages (here: none) would load again."""
+    from lora_llava import data
+    from lora_llava.run import run
+
+    loads = []
+    real = data.load_splits
+    monkeypatch.setattr(data, "load_splits", lambda cfg: loads.append(1) or real(cfg))
+    cfg = smoke_config(*shapes(tmp_path, missing=0), "stages=[train,eval]", "train.max_steps=1",
+                       "train.save_steps=1000", "eval.max_new_tokens=2")
+    ctx = run(cfg, tmp_path / "run")
+    assert len(loads) == 1
+    assert ctx.metrics["n"] == 6 and (tmp_path / "run" / "adapter").is_dir()

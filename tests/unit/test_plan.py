@@ -147,6 +147,7 @@ def test_measure_gives_the_collators_lengths_and_counts_what_it_refuses(tiny_mod
 
 def test_plan_stage_and_training_report_the_measured_lengths(tmp_path, capsys, tiny_model_and_processor):
     from lora_llava.data import load_splits
+    from lora_llava.data.screen import screen
     from lora_llava.run import run
 
     run(smoke_config("stages=[plan]"), tmp_path)
@@ -156,5 +157,26 @@ def test_plan_stage_and_training_report_the_measured_lengths(tmp_path, capsys, t
     assert "training rows measured" in capsys.readouterr().out
     cfg = smoke_config("plan.gpu_memory_gb=24")
     _, processor = tiny_model_and_processor
-    plan_before_training(cfg, load_splits(cfg.data)["train"][:8], processor)
+    screened = screen(load_splits(cfg.data)["train"][:8], cfg.data, processor, "train")
+    plan_before_training(cfg, screened.lengths())
     assert "training rows measured: 8 " in capsys.readouterr().out
+    plan_before_training(smoke_config("plan.gpu_memory_gb=24", "plan.from_data=false"), screened.lengths())
+    assert "training rows measured" not in capsys.readouterr().out
+
+
+def test_screening_gives_the_planner_the_lengths_measure_would(tiny_model_and_processor):
+    """A training run plans from screening's counts instead of tokenizing every row a second time: they must be
+    the lengths data/lengths.py measures, rejects counted as refused."""
+    from lora_llava.data import load_splits
+    from lora_llava.data.lengths import measure
+    from lora_llava.data.screen import screen
+
+    _, processor = tiny_model_and_processor
+    samples = load_splits(smoke_config().data)["train"][:20]
+    middle = sorted(measure(samples, processor, smoke_config().data).tokens)[10]
+    for data in (smoke_config().data, smoke_config(f"data.max_length={middle}").data):
+        measured, screened = measure(samples, processor, data), screen(samples, data, processor, "train").lengths()
+        assert (screened.tokens, screened.answer_tokens, screened.images) == \
+            (measured.tokens, measured.answer_tokens, measured.images)
+        assert screened.refused.keys() == measured.refused.keys()
+    assert measured.refused  # the short data.max_length refused some rows, so both branches were compared

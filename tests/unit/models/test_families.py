@@ -150,3 +150,23 @@ def test_length_grouping_sees_each_images_token_count(tiny):
     collator = Collator(processor)
     exact = [len(collator.encode(s)["input_ids"]) for s in samples]
     assert all(abs(a - b) <= 2 for a, b in zip(sample_lengths(samples, collator), exact))
+
+
+def test_planner_lengths_count_each_images_tokens_from_files_under_image_root(tiny, tmp_path):
+    """stages=[plan] measures rows without screening; with relative image paths it must read each file's size
+    under data.image_root (anyres families count tokens from it), giving screening's exact counts."""
+    from lora_llava.data.lengths import measure
+    from lora_llava.data.screen import screen
+
+    name, _, processor = tiny
+    samples = _samples()[:8] + _samples()[-2:]
+    for i, sample in enumerate(samples):
+        for j, image in enumerate(sample.images):
+            image.save(tmp_path / f"{i}-{j}.png")
+            sample.images[j] = f"{i}-{j}.png"
+    data = compose("smoke", [f"model.path={name}", f"data.image_root={tmp_path}", "data.max_length=100000"]).data
+    measured = measure(samples, processor, data)
+    assert not measured.refused
+    assert measured.tokens == screen(samples, data, processor, "train").lengths().tokens
+    if name != "tiny":  # anyres: the rows of different image sizes differ in length
+        assert len({t for t, n in zip(measured.tokens, measured.images) if n == 1}) > 1
