@@ -174,21 +174,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# The tiny LLaVA's prompt layout (data/chat.py's llava-1.5 form) as a chat template, images where they occur.
-TINY_CHAT_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'user' %}USER: {% if m['content'] is string %}{{ m['content'] }}"
-    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n{% elif c['type'] == 'text' %}"
-    "{{ c['text'] }}{% endif %}{% endfor %}{% endif %} {% elif m['role'] == 'assistant' %}ASSISTANT: "
-    "{{ m['content'] if m['content'] is string else m['content'][0]['text'] }}</s>{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
-
-
 def servable_tiny_llava(target: Path, seed: int = 0) -> Path:
     """A copy of the tiny LLaVA checkpoint with a chat template, which `transformers serve` needs."""
     from lora_llava.models.tiny import tiny_checkpoint
 
     shutil.copytree(tiny_checkpoint(seed), target)
-    (target / "chat_template.jinja").write_text(TINY_CHAT_TEMPLATE)
+    from lora_llava.models.llava import vicuna_chat_template
+
+    (target / "chat_template.jinja").write_text(vicuna_chat_template("<image>"))  # the training format
     return target
 
 

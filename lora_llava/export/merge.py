@@ -71,11 +71,12 @@ def load_base(cfg, dtype: torch.dtype):
 def make_servable(merged, processor) -> None:
     """What serving engines read besides the weights: a chat template (the training prompt format when the
     base's processor has none) and a generation config that knows the pad and end tokens."""
-    from lora_llava.data.chat import chat_template
+    from lora_llava.models.families import family_for_config
 
-    if not processor.chat_template:
+    template = None if processor.chat_template else family_for_config(merged.config).serving_template(processor)
+    if template:
         log.info("the processor has no chat template: saving the training prompt format as one")
-        processor.chat_template = chat_template(processor.image_token)
+        processor.chat_template = template
     config, tokenizer = merged.generation_config, processor.tokenizer
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id

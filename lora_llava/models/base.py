@@ -111,6 +111,12 @@ class Family:
         raise NotImplementedError(f"{self.name} has no tiny build")
 
     # -- conversations -----------------------------------------------------------------------------------
+    def serving_template(self, processor) -> str | None:
+        """A Jinja chat template rendering the training format, saved into a merged folder whose processor has
+        none, so that a server (`transformers serve`, vLLM) prompts as training did. None: the family's
+        checkpoints carry their own template, which training renders through already."""
+        return None
+
     def render(self, processor, turns, system: str | None = None, generation_prompt: bool = False):
         """(text, answer spans): the conversation as the model reads it and, per assistant turn, the character
         span of its reply and end-of-turn token, the only text trained on. By default through the processor's

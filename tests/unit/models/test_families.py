@@ -170,3 +170,23 @@ def test_planner_lengths_count_each_images_tokens_from_files_under_image_root(ti
     assert measured.tokens == screen(samples, data, processor, "train").lengths().tokens
     if name != "tiny":  # anyres: the rows of different image sizes differ in length
         assert len({t for t, n in zip(measured.tokens, measured.images) if n == 1}) > 1
+
+
+def test_llavas_serving_template_renders_the_training_format():
+    """The template a merged LLaVA-1.5 folder gets (its processor has none) prompts a server exactly as training
+    rendered the conversation: system prompt, image placement, turns, end of each answer."""
+    from transformers import AutoProcessor
+
+    from lora_llava.models.families import family_for_processor
+    from lora_llava.models.tiny import tiny_checkpoint
+
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint(0))
+    family = family_for_processor(processor)
+    turns = [Turn("user", "<image>\nWhat colour is it?"), Turn("assistant", "red"), Turn("user", "Where?")]
+    trained, _ = family.render(processor, turns, "Be brief.", generation_prompt=True)
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]},
+                {"role": "assistant", "content": "red"}, {"role": "user", "content": "Where?"}]
+    served = processor.apply_chat_template(messages, chat_template=family.serving_template(processor),
+                                           add_generation_prompt=True, tokenize=False)
+    assert served == trained
