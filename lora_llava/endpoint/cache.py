@@ -21,11 +21,13 @@ def request_key(model: str, messages: list, params: dict) -> str:
 
 
 class RequestCache:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    """`path` None: answers are kept in memory only, for this process (an interactive `predict` session)."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path is not None else None
         self._lock = threading.Lock()
         self._entries: dict[str, dict] = {}
-        if self.path.is_file():
+        if self.path is not None and self.path.is_file():
             self._entries = self._read()
 
     def _read(self) -> dict[str, dict]:
@@ -47,6 +49,10 @@ class RequestCache:
 
     def put(self, key: str, entry: dict) -> None:
         entry = {"key": key, **entry}
+        if self.path is None:
+            with self._lock:
+                self._entries[key] = entry
+            return
         line = json.dumps(entry, ensure_ascii=False) + "\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)

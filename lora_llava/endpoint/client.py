@@ -29,11 +29,21 @@ FATAL_STATUS = {401: "the key was refused", 403: "access was denied", 404: "no s
 
 
 class RequestFailed(Exception):
-    """One request that could not be answered (after its retries); the run goes on without it."""
+    """One request that could not be answered (after its retries); the run goes on without it. `status`: the
+    last HTTP status, None when no answer came (connection refused or dropped, timeout)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class EndpointError(UserError):
-    """The endpoint refuses every request (bad key, wrong URL or model): the stage stops."""
+    """The endpoint refuses every request (bad key, wrong URL or model): the stage stops. `status`: the HTTP
+    status (a key of FATAL_STATUS)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 def estimate_tokens(text: str) -> int:
@@ -139,7 +149,7 @@ def describe(err: Exception) -> str:
 class Endpoint:
     """The client of one `endpoint.*` config, with its cache file."""
 
-    def __init__(self, cfg, cache_path: str | Path):
+    def __init__(self, cfg, cache_path: str | Path | None):
         self.cfg = cfg
         self.cache = RequestCache(cache_path)
         self.usage = Usage(cfg.price_per_1k_input or 0.0, cfg.price_per_1k_output or 0.0)
@@ -221,9 +231,9 @@ class Endpoint:
                 if status in FATAL_STATUS:
                     raise EndpointError(f"{self.cfg.base_url} answered HTTP {status}: {FATAL_STATUS[status]} "
                                         f"(check endpoint.model={self.cfg.model}, endpoint.base_url and the key "
-                                        f"in ${self.cfg.api_key_env})") from None
+                                        f"in ${self.cfg.api_key_env})", status) from None
                 if not is_transient(err) or attempt == self.cfg.max_retries:
-                    raise RequestFailed(f"{describe(err)} after {attempt + 1} attempt(s)") from None
+                    raise RequestFailed(f"{describe(err)} after {attempt + 1} attempt(s)", status) from None
                 self.usage.add(retries=1)
                 time.sleep(self.backoff(attempt, retry_after(err)))
         raise AssertionError("unreachable")

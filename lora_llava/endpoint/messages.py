@@ -39,11 +39,27 @@ def read_seeds(prompts_dir: str | None, kind: str, key: str) -> list[dict]:
     return seeds
 
 
+# What OpenAI-compatible servers accept in a data URL; any other format PIL reads is sent re-encoded as PNG.
+SENT_AS_IS = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
 def image_part(path: Path) -> dict:
-    """An image as an OpenAI `image_url` content part (a base64 data URI: no file server needed)."""
-    mime = mimetypes.guess_type(path.name)[0] or "image/png"
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}}
+    """An image as an OpenAI `image_url` content part (a base64 data URI: no file server needed). PNG, JPEG, GIF
+    and WebP files are sent byte for byte; others (BMP, TIFF, ...) decoded and re-encoded as PNG."""
+    path = Path(path)
+    mime = mimetypes.guess_type(path.name)[0]
+    if mime in SENT_AS_IS:
+        raw = path.read_bytes()
+    else:
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        with Image.open(path) as image:
+            image.convert("RGB").save(buffer, format="PNG")
+        mime, raw = "image/png", buffer.getvalue()
+    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{base64.b64encode(raw).decode('ascii')}"}}
 
 
 def user_message(text: str, image: Path | None = None) -> dict:

@@ -112,11 +112,11 @@ def local_reply(own: dict, overrides: list[str]):
 
 def endpoint_reply(own: dict, overrides: list[str]):
     """reply(turns, image) from a served model; the system prompt is the config's when one is named."""
-    from lora_llava.eval.remote import ask_endpoint
+    from lora_llava.eval.remote import Served
 
     system = load_config(overrides).data.system_prompt if overrides else None
-    return lambda turns, image: ask_endpoint(own["endpoint"], turns, image, own["max_new_tokens"],
-                                             own["served_model"], system)
+    served = Served(own["endpoint"], own["served_model"])  # one client for the whole conversation
+    return lambda turns, image: served.reply(turns, image, own["max_new_tokens"], system)
 
 
 def command(line: str, image: str | None, turns: list[Turn], write) -> tuple[str | None, list[Turn]]:

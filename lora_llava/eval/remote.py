@@ -1,64 +1,78 @@
 """Ask a served model (any OpenAI-compatible server: `transformers serve`, `vllm serve`) the question `predict`
-would ask a local one: the same turns, the image inline as a data URL, greedy decoding. Needs
-`pip install 'lora_llava[endpoint]'` (the openai package)."""
+would ask a local one: the same turns, the image inline as a data URL, greedy decoding. The requests go through
+the endpoint client (endpoint/client.py: retries, errors sorted into fatal and transient) with an in-memory
+cache only. Needs `pip install 'lora_llava[endpoint]'` (the openai package)."""
 
 from __future__ import annotations
 
-import base64
-import io
 import os
+from pathlib import Path
 
 from lora_llava.data.samples import IMAGE_PLACEHOLDER, Turn
 from lora_llava.errors import UserError
 
 
-def data_url(path: str) -> str:
-    """The image file as a PNG data URL (decoded and re-encoded, so any format PIL reads is sent the same way)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    with Image.open(path) as image:
-        image.convert("RGB").save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
 def to_messages(turns: list[Turn], image: str | None, system_prompt: str | None = None) -> list[dict]:
     """OpenAI chat messages; the turn holding `<image>` carries the image before its text, as the chat template
     of a LLaVA checkpoint places it."""
+    from lora_llava.endpoint.messages import image_part
+
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     for turn in turns:
         if image and IMAGE_PLACEHOLDER in turn.text:
             text = turn.text.replace(f"{IMAGE_PLACEHOLDER}\n", "").replace(IMAGE_PLACEHOLDER, "")
-            content = [{"type": "image_url", "image_url": {"url": data_url(image)}}, {"type": "text", "text": text}]
-            messages.append({"role": turn.role, "content": content})
+            messages.append({"role": turn.role, "content": [image_part(Path(image)), {"type": "text", "text": text}]})
         else:
             messages.append({"role": turn.role, "content": turn.text})
     return messages
 
 
-def client_for(url: str):
-    try:
-        from openai import OpenAI
-    except ImportError:
-        raise UserError("endpoint=URL needs the openai package: pip install 'lora_llava[endpoint]'") from None
-    base = url.rstrip("/")
-    base = base if base.endswith("/v1") else base + "/v1"
-    # Local servers take any key; a hosted one reads OPENAI_API_KEY, as the openai package itself does.
-    return OpenAI(base_url=base, api_key=os.environ.get("OPENAI_API_KEY") or "none", max_retries=2)
+class Served:
+    """One served model, asked greedily. `model`: the name the server knows it by (default: the first listed)."""
 
+    def __init__(self, url: str, model: str | None = None):
+        from lora_llava.config import EndpointConfig
 
-def ask_endpoint(url: str, turns: list[Turn], image: str | None, max_new_tokens: int,
-                 model: str | None = None, system_prompt: str | None = None) -> str:
-    """The served model's greedy reply. `model`: the name the server knows it by (default: the first listed)."""
-    import openai
+        base = url.rstrip("/")
+        self.url = url
+        # Local servers take any key; a hosted one reads OPENAI_API_KEY, as the openai package itself does.
+        key_env = "OPENAI_API_KEY" if os.environ.get("OPENAI_API_KEY") else None
+        # A person waits at the prompt: two quick retries, then the error.
+        self.cfg = EndpointConfig(base_url=base if base.endswith("/v1") else base + "/v1", model=model or "",
+                                  api_key_env=key_env, max_concurrency=1, max_retries=2, backoff_base=0.5,
+                                  backoff_max=2.0, temperature=0.0)
+        self.endpoint = None
 
-    client = client_for(url)
-    try:
-        model = model or client.models.list().data[0].id
-        reply = client.chat.completions.create(model=model, messages=to_messages(turns, image, system_prompt),
-                                               max_tokens=max_new_tokens, temperature=0.0)
-    except openai.APIConnectionError as err:
-        raise UserError(f"endpoint={url}: cannot connect ({err}); is the server running?") from None
-    except openai.APIStatusError as err:
-        raise UserError(f"endpoint={url}: the server answered {err.status_code}: {err.message}") from None
-    return (reply.choices[0].message.content or "").strip()
+    def _connect(self):
+        from lora_llava.endpoint.client import Endpoint
+
+        if self.endpoint is None:
+            endpoint = Endpoint(self.cfg, None)
+            if not self.cfg.model:
+                self.cfg.model = self._ask(lambda: endpoint.client.models.list().data[0].id)
+            self.endpoint = endpoint
+        return self.endpoint
+
+    def _ask(self, request):
+        import openai
+
+        from lora_llava.endpoint.client import FATAL_STATUS, EndpointError, RequestFailed
+
+        try:
+            return request()
+        except openai.APIConnectionError as err:  # listing the served models, before any request
+            raise UserError(f"endpoint={self.url}: cannot connect ({err}); is the server running?") from None
+        except RequestFailed as err:
+            hint = "is the server running?" if err.status is None else "see the server's log"
+            raise UserError(f"endpoint={self.url}: no answer ({err}); {hint}") from None
+        except EndpointError as err:
+            raise UserError(f"endpoint={self.url}: the server answered HTTP {err.status}: "
+                            f"{FATAL_STATUS[err.status]} (check the URL, served_model= and OPENAI_API_KEY)") from None
+        except openai.APIStatusError as err:
+            raise UserError(f"endpoint={self.url}: the server answered {err.status_code}: {err.message}") from None
+
+    def reply(self, turns: list[Turn], image: str | None, max_new_tokens: int, system_prompt: str | None = None) -> str:
+        endpoint = self._connect()
+        messages = to_messages(turns, image, system_prompt)
+        return self._ask(lambda: endpoint.complete(messages, max_new_tokens)).text.strip()
+
