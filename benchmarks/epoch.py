@@ -90,22 +90,29 @@ def memory_plans(config_7b, longest: int, cap: float, batch: int = TRL_BATCH) ->
     return plans
 
 
-def build_arm(arm: str, args, ctx):
+def random_model(config, dtype, device):
+    """A randomly initialised LLaVA of `config`, built straight into `dtype` on `device`."""
     import copy
 
     import torch
     from transformers import LlavaForConditionalGeneration
 
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):  # a copy: TRL writes the tokenizer's pad id into the model's config
+            return LlavaForConditionalGeneration(copy.deepcopy(config))
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_arm(arm: str, args, ctx):
+    import torch
+
     from lora_llava.models.adapters import apply_adapters
 
     torch.manual_seed(args.seed)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(ctx.dtype)  # random init straight into the compute dtype, on the device
-    try:
-        with torch.device(ctx.device):  # a copy: TRL writes the tokenizer's pad id into the model's config
-            model = LlavaForConditionalGeneration(copy.deepcopy(ctx.config))
-    finally:
-        torch.set_default_dtype(previous)
+    model = random_model(ctx.config, ctx.dtype, ctx.device)
     checkpointing = arm == "ours" and ctx.plans["ours checkpointing"]
     model = apply_adapters(model, ctx.peft, False, checkpointing)  # TRL's arm: its SFTConfig turns it on
     scratch = Path(tempfile.mkdtemp(prefix=f"epoch-{arm}-", dir=ctx.scratch))
@@ -172,10 +179,15 @@ def model_for(args, config_7b, mix):
         shape = matched_shape(Shape.of(config_7b), mix_stats(mix), args.hidden, args.layers, args.mlp_ratio)
         return llava_config(shape, shape.vocab - 1, shape.vocab - 2), "cpu", torch.float32
     config = copy.deepcopy(config_7b)
+    device, dtype = ("cpu", torch.float32) if args.dry_run else ("cuda", torch.bfloat16)
     if args.dry_run:  # every width exact, depth cut: one decoder layer, two CLIP layers (feature layer -2)
         config.text_config.num_hidden_layers, config.vision_config.num_hidden_layers = 1, 2
-        return config, "cpu", torch.float32
-    return config, "cuda", torch.bfloat16
+    # transformers 5 builds each part in its sub-config's dtype when one is set, and the shared config.json says
+    # float16 for the language model: without this the decoder ran in fp16 (on a CPU, a slow fallback matmul;
+    # the dry run never finished) while the rest ran in the compute dtype.
+    for part in (config, config.text_config, config.vision_config):
+        part.dtype = dtype
+    return config, device, dtype
 
 
 def setup(args) -> NS:

@@ -51,6 +51,20 @@ def _translate_argv(argv: list[str]) -> list[str]:
     return [*flags, *head, f"hydra.searchpath=[file://{conf_dir}]", *overrides, *launch_overrides(argv)]
 
 
+def _check_printed_config(argv: list[str]) -> None:
+    """`--cfg job` prints the composed config and runs nothing (Hydra stops before our entry): check it as a run
+    would first, so a config that prints is one a run accepts (a `+key` typo is refused here too)."""
+    from lora_llava.config import check_values, compose
+
+    flags, overrides = _split_flags(argv)
+    if not any(f in ("--cfg", "-c") or f.startswith("--cfg=") for f in flags):
+        return
+    recipe = next((a.split("=", 1)[1] for a in overrides if a.startswith("recipe=")), None)
+    config_dir = next((flags[i + 1] for i, f in enumerate(flags[:-1]) if f in ("--config-dir", "-cd")), None)
+    if recipe is not None:
+        check_values(compose(recipe, [o for o in overrides if not o.startswith(("recipe=", "hydra."))], config_dir))
+
+
 def _main() -> None:
     if any(a in ("--help", "-h") for a in sys.argv[1:]):
         from lora_llava.help import usage
@@ -59,6 +73,7 @@ def _main() -> None:
         return
     register_schemas()
     _, recipes_dir = config_dirs()
+    _check_printed_config(sys.argv[1:])
     sys.argv = [sys.argv[0], *_translate_argv(sys.argv[1:])]
     # Let errors leave hydra.main as they are, so expected ones end in one line and bugs keep their traceback.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")

@@ -35,6 +35,16 @@ def test_typo_and_added_key_give_the_same_one_line_error():
     assert typo == added
 
 
+def test_printing_the_config_checks_it_as_a_run_would(tmp_path):
+    """`--cfg job` runs nothing, but a config it prints without complaint must be one a run accepts."""
+    _one_line_error(_cli("recipe=smoke", "+train.bogus=1", "--cfg", "job"), "'train.bogus'")
+    _one_line_error(_cli("recipe=smoke", "--cfg", "job", "train.batch_size=0"), "train.batch_size=0")
+    (tmp_path / "mine.yaml").write_text("defaults:\n  - smoke\n  - _self_\npeft:\n  rnk: 8\n")
+    _one_line_error(_cli("recipe=mine", "--config-dir", str(tmp_path), "--cfg", "job"), "'peft.rnk'")
+    printed = _cli("recipe=smoke", "--cfg", "job", "train.batch_size=3")
+    assert printed.returncode == 0 and "batch_size: 3" in printed.stdout
+
+
 @pytest.mark.parametrize(("args", "needles"), [
     (("train.batch_size=0",), ("train.batch_size=0",)),
     (("train.learning_rate=abc",), ("train.learning_rate",)),

@@ -76,6 +76,21 @@ def test_memory_cap_decides_our_checkpointing():
         memory_plans(llava_15_7b_config(), 1112, 8.0)
 
 
+def test_the_7b_model_is_built_in_the_compute_dtype_whatever_its_config_json_says():
+    """llava-1.5-7b-hf's config.json sets float16 on the text config, and transformers 5 builds the decoder in it:
+    the GPU and dry-run models must be wholly in the arm's dtype (bf16 on a GPU, fp32 on a CPU)."""
+    from types import SimpleNamespace
+
+    from benchmarks.epoch import model_for, random_model
+
+    shipped = llava_15_7b_config()
+    shipped.text_config.dtype = torch.float16  # as the shared config.json has it
+    for dry_run, want in ((True, torch.float32), (False, torch.bfloat16)):
+        config, _, dtype = model_for(SimpleNamespace(gpu=True, dry_run=dry_run), shipped, MIX)
+        model = random_model(config, dtype, "meta")
+        assert dtype == want and {p.dtype for p in model.parameters()} == {want}
+
+
 @pytest.mark.real
 def test_scienceqa_mix_and_synthesized_lengths(shared_data, tmp_path):
     from benchmarks.mix import describe_mix, image_files, load_mix, pick, synthesize
