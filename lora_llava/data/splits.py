@@ -50,14 +50,43 @@ def unique_ids(samples: list[Sample], split: str) -> list[Sample]:
     return out
 
 
-def carve_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """(train, validation): a seeded random `fraction` of `samples` held out, both keeping the original order."""
-    if not 0 < fraction < 1 or len(samples) < 2:
+def image_groups(samples: list[Sample]) -> list[int]:
+    """Per sample, the index of its group: samples that share an image file (directly or through others) form
+    one group, numbered in order of first appearance; a text-only sample or one with in-memory images is a group
+    of its own (decoded images cannot be told apart without hashing their pixels)."""
+    parent = list(range(len(samples)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, sample in enumerate(samples):
+        for image in sample.images:
+            if isinstance(image, str):
+                j = first.setdefault(image, i)
+                a, b = root(i), root(j)
+                parent[max(a, b)] = min(a, b)
+    numbers: dict[int, int] = {}
+    return [numbers.setdefault(root(i), len(numbers)) for i in range(len(samples))]
+
+
+def carve_validation(samples: list, fraction: float, seed: int,
+                     groups: list[int] | None = None) -> tuple[list, list]:
+    """(train, validation): a seeded random `fraction` of the groups held out (`groups`: each sample's group, as
+    image_groups gives; default: every sample its own), both sides keeping the original order. A group is never
+    split, so no validation question asks about an image the model trained on. With one sample per group this is
+    the same split as drawing samples."""
+    groups = list(range(len(samples))) if groups is None else groups
+    n_groups = len(set(groups))
+    if not 0 < fraction < 1 or n_groups < 2:
         return samples, []
-    n_val = min(len(samples) - 1, max(1, round(len(samples) * fraction)))
-    held = set(random.Random(seed).sample(range(len(samples)), n_val))
-    train = [s for i, s in enumerate(samples) if i not in held]
-    return train, [s for i, s in enumerate(samples) if i in held]
+    n_val = min(n_groups - 1, max(1, round(n_groups * fraction)))
+    held = set(random.Random(seed).sample(range(n_groups), n_val))
+    train = [s for s, g in zip(samples, groups) if g not in held]
+    return train, [s for s, g in zip(samples, groups) if g in held]
 
 
 def with_validation(splits: dict[str, list[Sample]], data_cfg) -> dict[str, list[Sample]]:
@@ -66,11 +95,16 @@ def with_validation(splits: dict[str, list[Sample]], data_cfg) -> dict[str, list
     splits = {canonical(name): unique_ids(samples, canonical(name)) for name, samples in splits.items()}
     train_name, eval_name = data_cfg.train_split, data_cfg.eval_split
     if eval_name and eval_name not in splits and train_name in splits:
-        train, held_out = carve_validation(splits[train_name], data_cfg.val_fraction, data_cfg.seed)
+        samples = splits[train_name]
+        groups = image_groups(samples)
+        train, held_out = carve_validation(samples, data_cfg.val_fraction, data_cfg.seed, groups)
         if not held_out:
             return splits
         splits[train_name], splits[eval_name] = train, held_out
-        log.info("no %r split in the data: held out %d of %d training samples (data.val_fraction=%s, "
-                 "data.seed=%d)", eval_name, len(splits[eval_name]),
-                 len(splits[eval_name]) + len(splits[train_name]), data_cfg.val_fraction, data_cfg.seed)
+        shared = len(samples) - len(set(groups))
+        log.info("no %r split in the data: held out %d of %d training samples (data.val_fraction=%s of %d "
+                 "groups, data.seed=%d)%s", eval_name, len(held_out), len(samples), data_cfg.val_fraction,
+                 len(set(groups)), data_cfg.seed,
+                 f"; samples sharing an image stay on one side ({shared} share one with an earlier sample)"
+                 if shared else "")
     return splits

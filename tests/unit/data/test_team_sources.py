@@ -119,6 +119,28 @@ def test_seeded_validation_split_is_reproducible_and_disjoint():
     assert carve_validation(items, 0.1, seed=4)[1] != val
 
 
+def test_validation_never_asks_about_an_image_the_model_trained_on():
+    """Several questions per image (generated data, VQA): the held-out split takes whole images. With one
+    question per image the split is the one drawn per sample."""
+    from lora_llava.data.samples import Sample, Turn
+    from lora_llava.data.splits import image_groups
+
+    def qa(i, *images):
+        return Sample(f"q{i}", [Turn("user", "<image>" * len(images) + "Q?"), Turn("assistant", "A")], list(images))
+
+    samples = [qa(i, f"img{i // 3}.png") for i in range(60)]  # three questions per image
+    samples += [qa(60, "img0.png", "other.png"), qa(61, "other.png"), qa(62)]  # linked through other.png; text
+    groups = image_groups(samples)
+    assert len(set(groups)) == 21 and groups[60] == groups[61] == groups[0] and groups[62] == 20
+    for seed in range(5):
+        train, val = carve_validation(samples, 0.2, seed, groups)
+        seen = {image for s in train for image in s.images}
+        assert val and not any(image in seen for s in val for image in s.images)
+        assert sorted(s.id for s in train + val) == sorted(s.id for s in samples)
+    singles = [qa(i, f"own{i}.png") for i in range(50)]
+    assert carve_validation(singles, 0.1, 3, image_groups(singles)) == carve_validation(singles, 0.1, 3)
+
+
 @pytest.mark.parametrize("stem,split", [("llava_test_CQM-A", "test"), ("team-val", "validation"),
                                         ("my_data", "train"), ("contest", "train")])
 def test_split_from_filename(stem, split):
