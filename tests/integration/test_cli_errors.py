@@ -108,3 +108,12 @@ def test_predict_help_is_real_help_and_its_errors_are_one_line(tmp_path):
                     "recipe=NAME", prog="lora_llava.predict")
     _one_line_error(_cli("recipe=smoke", f"adapter={tmp_path}", "image=nope.png", "question=hi",
                          module="lora_llava.predict"), "image=nope.png: no such file", prog="lora_llava.predict")
+
+
+def test_importing_the_stack_prints_no_optional_kernel_warning():
+    """bitsandbytes asks CPUs with AVX512-BF16 to `pip install kernels` (a Hub download) on import; a run of
+    ours must not open with that line (on other CPUs this passes without the filter being needed)."""
+    proc = subprocess.run([sys.executable, "-c", "import lora_llava, peft, bitsandbytes"], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "kernels-community" not in proc.stderr + proc.stdout
