@@ -55,7 +55,7 @@ def base_license(cfg) -> str | None:
         card_path = Path(source) / "README.md"
         card = ModelCard.load(card_path if card_path.is_file() else source)
         return card.data.license
-    except Exception as err:  # no card, offline, private: the card then says the licence is unknown
+    except Exception as err:  # noqa: BLE001 - no card, offline, private: the card then says the licence is unknown
         log.warning("licence of %s unknown (%s); set model.license for the model card",
                     source, type(err).__name__)
         return None
@@ -91,8 +91,8 @@ def flat_metrics(metrics: dict, prefix: str = "") -> list[tuple[str, object]]:
 def evaluation_section(cfg, metrics: dict | None) -> list[str]:
     if not metrics:
         return ["## Evaluation", "", "No evaluation was run with this model (the `eval` stage adds one).", ""]
-    lines = ["## Evaluation", "", f"Greedy decoding on the `{cfg.eval.split}` split of {dataset_tag(cfg)} "
-             f"(`eval.scorer={cfg.eval.scorer}`).", "", "| metric | value |", "|---|---|"]
+    lines = ["## Evaluation", "", (f"Greedy decoding on the `{cfg.eval.split}` split of {dataset_tag(cfg)} "
+             f"(`eval.scorer={cfg.eval.scorer}`)."), "", "| metric | value |", "|---|---|"]
     rows = flat_metrics(metrics)
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in rows]
     return lines + [""]
@@ -133,12 +133,12 @@ def training_section(cfg) -> list[str]:
         projector += f", starting from an aligned projector (`model.projector={cfg.model.projector}`)"
     return ["## Training", "",
             f"- base model: {describe_base(cfg)}",
-            f"- method: {method}{' with ' + ', '.join(variants) if variants else ''}; r={p.r}, "
-            f"lora_alpha={p.lora_alpha}, lora_dropout={p.lora_dropout}",
+            (f"- method: {method}{' with ' + ', '.join(variants) if variants else ''}; r={p.r}, "
+             f"lora_alpha={p.lora_alpha}, lora_dropout={p.lora_dropout}"),
             f"- target modules: {', '.join(p.target_modules)} ({scope})",
             f"- multimodal projector: {projector}",
-            f"- learning rate {cfg.train.learning_rate:g} (projector {cfg.train.projector_learning_rate:g}), "
-            f"{cfg.train.epochs:g} epoch(s), recipe `{cfg.recipe_name}`", ""]
+            (f"- learning rate {cfg.train.learning_rate:g} (projector {cfg.train.projector_learning_rate:g}), "
+             f"{cfg.train.epochs:g} epoch(s), recipe `{cfg.recipe_name}`"), ""]
 
 
 def load_merged_section(cfg) -> list[str]:
@@ -173,9 +173,9 @@ def load_section(cfg) -> list[str]:
             "from transformers import AutoProcessor, AutoModelForImageTextToText", "", *base,
             f'model = PeftModel.from_pretrained(base, "{where}")  # LoRA weights and the trained projector',
             f'processor = AutoProcessor.from_pretrained("{where}")', "```", "",
-            "`model.merge_and_unload()` gives the plain base model class; merge into a 16-bit "
-            "base, never a 4-bit one (`python -m lora_llava ... stages=[export] export.merge=true "
-            "adapter=PATH` does it and checks the result).", ""]
+            ("`model.merge_and_unload()` gives the plain base model class; merge into a 16-bit "
+             "base, never a 4-bit one (`python -m lora_llava ... stages=[export] export.merge=true "
+             "adapter=PATH` does it and checks the result)."), ""]
 
 
 def render_card(cfg, metrics: dict | None = None, merged: bool = False, comparison: str | None = None) -> str:

@@ -74,7 +74,7 @@ def _device_map():
     if os.environ.get("ACCELERATE_USE_FSDP") == "true" or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
         return None
     # One process per GPU under accelerate/torchrun (DDP, ZeRO-2): each loads the whole model onto its own device.
-    return {"": int(os.environ.get("LOCAL_RANK", 0))}
+    return {"": int(os.environ.get("LOCAL_RANK", "0"))}
 
 
 def loading(model_cfg, path: str | None = None):

@@ -47,7 +47,7 @@ def test_a_launch_without_a_shared_run_directory_stops_before_composing(tmp_path
     checkout = str(Path(__file__).resolve().parents[2])
     env = {**_env(), "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "PYTHONPATH": checkout}
     proc = subprocess.run([sys.executable, "-m", "lora_llava", "recipe=smoke"], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=120)
+                          env=env, cwd=tmp_path, timeout=120, check=False)
     assert proc.returncode != 0
     assert "process 1 of 2" in proc.stderr and "hydra.run.dir=" in proc.stderr
     assert not (tmp_path / "outputs").exists()
@@ -75,7 +75,8 @@ def test_the_trainer_builds_the_two_group_optimizer(tmp_path):
 
 def _launch(launcher: list[str], run_dir: Path, *overrides: str, timeout: int = 900, env: dict | None = None):
     cmd = [*launcher, "-m", "lora_llava", "recipe=smoke", *overrides, f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**_env(), **(env or {})}, timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**_env(), **(env or {})}, timeout=timeout,
+                          check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc.stdout + proc.stderr
 

@@ -32,7 +32,7 @@ def _env(tmp_path):
 
 
 def _start(run_dir: Path, env, *extra) -> subprocess.Popen:
-    out = open(run_dir.parent / f"{run_dir.name}.out", "w")
+    out = open(run_dir.parent / f"{run_dir.name}.out", "w")  # noqa: SIM115 - the child process writes it
     return subprocess.Popen([sys.executable, "-m", "lora_llava", *ARGS, *extra, f"hydra.run.dir={run_dir}"],
                             stdout=out, stderr=subprocess.STDOUT, env=env)
 

@@ -37,7 +37,8 @@ def test_bad_choice_names_the_key():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "lora_llava", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "lora_llava", *args], capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
 def test_cli_rejects_typo_and_bad_type_before_loading_anything():
