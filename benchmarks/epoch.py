@@ -5,6 +5,8 @@ the plain TRL script a user writes from TRL's own VLM example, on the same model
     python -m benchmarks.epoch --write-lengths mix.json # the length mix as numbers, for a machine without ../shared
     python -m benchmarks.epoch --gpu --lengths mix.json # a GPU: LLaVA-1.5-7B's exact shapes, bf16
     python -m benchmarks.epoch --dry-run                # the GPU path on CPU (7B widths, one decoder layer, 2 rows)
+    python -m benchmarks.epoch --ablations              # also our arm with one lever off at a time
+    python -m benchmarks.epoch --profile trl            # where one arm's CPU time goes, by kind of op
 
 The mix: every ScienceQA test question (../shared/data/scienceqa/llava_test_CQM-A.json), tokenized with the real
 LLaVA-1.5 processor, 576 tokens per image (48% of the rows). `--rows N` rows are taken at evenly spaced quantiles of
@@ -39,6 +41,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ARMS = ("trl", "ours")
+# --ablations: our arm with one lever off at a time, to say what each is worth (same rounds, interleaved).
+ABLATIONS = {"ours, random batches": ["train.group_by_modality_length=false"],
+             "ours, full logits": ["train.supervised_logits_only=false"]}
 TRL_BATCH, TRL_ACCUMULATION = 8, 8  # SFTConfig's per-device default; the example's --gradient_accumulation_steps
 
 
@@ -113,10 +118,11 @@ def build_arm(arm: str, args, ctx):
 
     torch.manual_seed(args.seed)
     model = random_model(ctx.config, ctx.dtype, ctx.device)
-    checkpointing = arm == "ours" and ctx.plans["ours checkpointing"]
+    checkpointing = arm != "trl" and ctx.plans["ours checkpointing"]
     model = apply_adapters(model, ctx.peft, False, checkpointing)  # TRL's arm: its SFTConfig turns it on
-    scratch = Path(tempfile.mkdtemp(prefix=f"epoch-{arm}-", dir=ctx.scratch))
-    trainer = trl_trainer(model, args, ctx, scratch) if arm == "trl" else our_trainer(model, args, ctx, scratch)
+    slug = "".join(c if c.isalnum() else "-" for c in arm)  # a Hydra override value: no commas or spaces
+    scratch = Path(tempfile.mkdtemp(prefix=f"epoch-{slug}-", dir=ctx.scratch))
+    trainer = trl_trainer(model, args, ctx, scratch) if arm == "trl" else our_trainer(model, args, ctx, scratch, arm)
     trainer.data_collator = Counted(trainer.data_collator, ctx.fold, ctx.processor_image_id, ctx.image_target)
     return trainer
 
@@ -134,7 +140,7 @@ def trl_trainer(model, args, ctx, scratch: Path):
     return SFTTrainer(model=model, args=sft, train_dataset=trl_dataset(ctx.samples), processing_class=ctx.processor)
 
 
-def our_trainer(model, args, ctx, scratch: Path):
+def our_trainer(model, args, ctx, scratch: Path, arm: str = "ours"):
     from lora_llava.config import compose
     from lora_llava.train.stage import build_trainer
 
@@ -142,7 +148,7 @@ def our_trainer(model, args, ctx, scratch: Path):
         "train=default", "data.max_length=4096", f"data.image_cache_dir={scratch / 'pixels'}", "train.report_to=[]",
         f"train.batch_size={args.batch_size}", f"train.gradient_accumulation_steps={args.accumulation}",
         "train.epochs=1", "train.save_steps=1000000", f"train.seed={args.seed}",
-        f"train.gradient_checkpointing={ctx.plans['ours checkpointing']}"])
+        f"train.gradient_checkpointing={ctx.plans['ours checkpointing']}", *ABLATIONS.get(arm, [])])
     return build_trainer(cfg, model, ctx.processor, {"train": ctx.samples}, scratch, ctx.dtype)
 
 
@@ -164,6 +170,40 @@ def run_arm(arm: str, args, ctx) -> dict:
     del trainer
     gc.collect()
     return result
+
+
+# aten ops by kind, for --profile: where an arm's CPU time goes (an op's backward counts as the op).
+MATMUL = {"mm", "addmm", "bmm", "linear", "matmul"}
+ELEMENTWISE = {"mul", "add", "bernoulli", "silu", "gelu", "div", "sub", "pow", "rsqrt", "mean", "neg", "cat",
+               "copy", "to", "_to_copy", "fill", "masked_fill", "where", "sum", "exp", "log", "softmax",
+               "_softmax", "nll_loss", "embedding", "index", "clone", "zero", "layer_norm", "native_layer_norm",
+               "sigmoid", "cos", "sin", "threshold", "native_dropout", "dropout"}
+
+
+def kind_of(name: str) -> str:
+    op = name.removeprefix("aten::")
+    if any(k in op for k in ("scaled_dot_product", "flash_attention", "efficient_attention")):
+        return "attention"
+    base = op.removesuffix("_backward").rstrip("_")
+    return "matmul" if base in MATMUL else "elementwise" if base in ELEMENTWISE else "other"
+
+
+def profile_arm(arm: str, args, ctx) -> str:
+    """One pass of `arm` under torch.profiler: self CPU time by kind of op (matmuls, attention, elementwise)."""
+    from collections import Counter
+
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer = build_arm(arm, args, ctx)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.train()
+    by_kind = Counter()
+    for event in prof.key_averages():
+        if event.key.startswith("aten::"):
+            by_kind[kind_of(event.key)] += event.self_cpu_time_total
+    total = sum(by_kind.values())
+    return "\n".join([f"{arm}: self CPU time of aten ops by kind ({total / 1e6:.2f} s in all)"] +
+                     [f"  {kind:<12}{t / total:7.1%}" for kind, t in by_kind.most_common()])
 
 
 def model_for(args, config_7b, mix):
@@ -243,19 +283,21 @@ def header(args, ctx) -> str:
 
 def summary(results: dict, ctx) -> str:
     scale = len(ctx.mix) / len(ctx.rows)
-    ratios = [o["seconds"] / t["seconds"] for t, o in zip(results["trl"], results["ours"])]
-    cpu_ratios = [o["cpu_seconds"] / t["cpu_seconds"] for t, o in zip(results["trl"], results["ours"])]
-    lines = [(f"{'arm':<6}{'median s':>10}{'epoch-equivalent s':>20}{'real tokens':>13}{'positions':>11}"
+    width = max(len(arm) for arm in results) + 2
+    lines = [(f"{'arm':<{width}}{'median s':>10}{'epoch-equivalent s':>20}{'real tokens':>13}{'positions':>11}"
              f"{'padding':>9}")]
-    for arm in ARMS:
-        runs = results[arm]
+    for arm, runs in results.items():
         seconds = statistics.median(r["seconds"] for r in runs)
-        lines.append(f"{arm:<6}{seconds:10.1f}{seconds * scale:20.0f}{runs[0]['tokens']:13d}"
+        lines.append(f"{arm:<{width}}{seconds:10.1f}{seconds * scale:20.0f}{runs[0]['tokens']:13d}"
                      f"{runs[0]['positions']:11d}{runs[0]['padding']:9.1%}")
-    lines.append(f"ours/TRL: median {statistics.median(ratios):.3f} over {len(ratios)} interleaved rounds "
-                 f"(per round: {', '.join(f'{r:.3f}' for r in ratios)})")
-    lines.append(f"ours/TRL in process CPU time (insensitive to other load on a shared machine): median "
-                 f"{statistics.median(cpu_ratios):.3f} (per round: {', '.join(f'{r:.3f}' for r in cpu_ratios)})")
+    for arm in (a for a in results if a != "trl"):
+        ratios = [o["seconds"] / t["seconds"] for t, o in zip(results["trl"], results[arm])]
+        cpu_ratios = [o["cpu_seconds"] / t["cpu_seconds"] for t, o in zip(results["trl"], results[arm])]
+        name = "ours/TRL" if arm == "ours" else f"({arm})/TRL"
+        lines.append(f"{name}: median {statistics.median(ratios):.3f} over {len(ratios)} interleaved rounds "
+                     f"(per round: {', '.join(f'{r:.3f}' for r in ratios)})")
+        lines.append(f"{name} in process CPU time (insensitive to other load on a shared machine): median "
+                     f"{statistics.median(cpu_ratios):.3f} (per round: {', '.join(f'{r:.3f}' for r in cpu_ratios)})")
     return "\n".join(lines)
 
 
@@ -276,6 +318,10 @@ def main(argv=None):
     parser.add_argument("--shared", default=None, help="../shared/data (default: beside the checkout)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--profile", choices=ARMS, default=None,
+                        help="instead of timing, one pass of this arm under torch.profiler: CPU time by kind of op")
+    parser.add_argument("--ablations", action="store_true",
+                        help=f"also run our arm with one lever off at a time: {', '.join(ABLATIONS)}")
     args = parser.parse_args(argv)
     if args.dry_run:  # the GPU path end to end, small enough for a CPU
         args.gpu, args.rows, args.rounds, args.batch_size, args.accumulation = True, 2, 1, 2, 1
@@ -289,9 +335,13 @@ def main(argv=None):
 
         total = torch.cuda.get_device_properties(0).total_memory / 1024**3
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.gpu_memory_gb / total))
-    results = {arm: [] for arm in ARMS}
+    if args.profile:
+        print(profile_arm(args.profile, args, ctx))
+        return
+    arms = ARMS + (tuple(ABLATIONS) if args.ablations else ())
+    results = {arm: [] for arm in arms}
     for round_ in range(args.rounds):
-        for arm in ARMS if round_ % 2 == 0 else ARMS[::-1]:  # interleaved, the order alternating
+        for arm in arms if round_ % 2 == 0 else arms[::-1]:  # interleaved, the order alternating
             results[arm].append(run_arm(arm, args, ctx))
         trl, ours = results["trl"][-1], results["ours"][-1]
         print(f"round {round_ + 1}: trl {trl['seconds']:.1f} s, ours {ours['seconds']:.1f} s, ours/TRL "

@@ -91,6 +91,14 @@ def test_the_7b_model_is_built_in_the_compute_dtype_whatever_its_config_json_say
         assert dtype == want and {p.dtype for p in model.parameters()} == {want}
 
 
+def test_profile_sorts_ops_by_kind():
+    from benchmarks.epoch import kind_of
+
+    assert [kind_of(f"aten::{op}") for op in ("mm", "addmm", "bernoulli_", "silu_backward", "mul",
+                                              "_scaled_dot_product_flash_attention_for_cpu", "lerp_")] == \
+        ["matmul", "matmul", "elementwise", "elementwise", "elementwise", "attention", "other"]
+
+
 @pytest.mark.real
 def test_scienceqa_mix_and_synthesized_lengths(shared_data, tmp_path):
     from benchmarks.mix import describe_mix, image_files, load_mix, pick, synthesize
@@ -106,7 +114,8 @@ def test_scienceqa_mix_and_synthesized_lengths(shared_data, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [["--rows", "8", "--rounds", "1"], ["--dry-run"]], ids=["cpu", "gpu-dry-run"])
+@pytest.mark.parametrize("extra", [["--rows", "8", "--rounds", "1", "--ablations"], ["--dry-run"]],
+                         ids=["cpu", "gpu-dry-run"])
 def test_epoch_benchmark_runs_end_to_end(extra, tmp_path, capsys):
     from benchmarks.epoch import main
 
@@ -115,3 +124,8 @@ def test_epoch_benchmark_runs_end_to_end(extra, tmp_path, capsys):
     assert all(r["seconds"] > 0 and r["steps"] >= 1 for arm in ("trl", "ours") for r in result["results"][arm])
     out = capsys.readouterr().out
     assert "round 1: trl" in out and "ours/TRL: median" in out and "lm_head" in out
+    if "--ablations" in extra:  # one lever off at a time: grouping off draws TRL's batches, padding included
+        rows = result["results"]
+        assert "(ours, full logits)/TRL: median" in out
+        assert rows["ours, random batches"][0]["positions"] == rows["trl"][0]["positions"] >= \
+            rows["ours"][0]["positions"]
