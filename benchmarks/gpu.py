@@ -128,7 +128,7 @@ class RowCollator:
 def build_trainer(arm: str, model, rows, batch: int, args, workdir: str):
     from trl import SFTConfig, SFTTrainer
 
-    from lora_llava.models.tiny import _build_tokenizer
+    from lora_llava.models.tiny import VICUNA, tiny_tokenizer
     from lora_llava.train.trainer import LlavaSFTTrainer
 
     on_gpu = args.device == "cuda"
@@ -143,7 +143,7 @@ def build_trainer(arm: str, model, rows, batch: int, args, workdir: str):
 
     common = {"model": model, "args": sft, "train_dataset": Dataset.from_dict({"row": list(range(len(rows)))}),
               "data_collator": RowCollator(rows),
-              "processing_class": _build_tokenizer()}  # any tokenizer: the batches arrive tokenized
+              "processing_class": tiny_tokenizer(VICUNA)}  # any tokenizer: the batches arrive tokenized
     if arm == "trl":
         return SFTTrainer(**common)
     return LlavaSFTTrainer(**common, group_by_modality_length=False, supervised_logits_only=True)

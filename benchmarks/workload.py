@@ -37,10 +37,10 @@ def load_processor(shared: Path | None):
         processor = AutoProcessor.from_pretrained(shared / "llava-1.5-7b-hf")
         processor.tokenizer.pad_token = processor.tokenizer.pad_token or processor.tokenizer.unk_token
         return processor
-    from lora_llava.models.tiny import _build_tokenizer
+    from lora_llava.models.tiny import VICUNA, tiny_tokenizer
 
     image_processor = CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
-    return LlavaProcessor(image_processor=image_processor, tokenizer=_build_tokenizer(), patch_size=14,
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tiny_tokenizer(VICUNA), patch_size=14,
                           vision_feature_select_strategy="default", num_additional_image_tokens=1,
                           chat_template=FALLBACK_TEMPLATE)
 

@@ -94,7 +94,7 @@ COMMANDS = {
     "torchrun --nproc_per_node 4 -m lora_llava recipe=scienceqa hydra.run.dir=outputs/sqa-ddp": Entry(
         "slow", SQA + LEAN, (("--nproc_per_node 4", "--nproc_per_node 2"),)),  # 2 CPU processes (gloo)
     "accelerate launch --config_file conf/accelerate/ddp.yaml -m lora_llava recipe=scienceqa "
-    "hydra.run.dir=outputs/sqa-ddp": Entry(
+    "hydra.run.dir=outputs/sqa-ddp-acc": Entry(
         "slow", SQA + LEAN, (("--config_file conf/accelerate/ddp.yaml",
                               f"--config_file {ROOT}/conf/accelerate/ddp.yaml --num_processes 2 --cpu"),)),
 }
@@ -328,4 +328,4 @@ def test_slow_commands_run_in_full(ws):
         if "--interactive" in command:
             assert "/image FILE" in proc.stdout
     card = (ws / "sqa-run/checkpoints/README.md").read_text()
-    assert "None" not in card and "tiny random LLaVA" in card
+    assert "None" not in card and "a tiny random model that lora_llava builds locally" in card

@@ -12,6 +12,7 @@ from lora_llava.data import load_splits
 from lora_llava.data.collate import IGNORE_INDEX, Collator
 from lora_llava.data.samples import SampleError, Turn
 from lora_llava.data.screen import TooManyRejected, apply_skip_policy, screen
+from lora_llava.errors import EXIT_CODE
 
 pytestmark = pytest.mark.real
 
@@ -100,7 +101,10 @@ def test_cli_validate_prints_the_report(sqa, shared_data, tmp_path):
          f"data.path={sqa / 'llava_test_CQM-A.json'}", f"data.image_root={sqa / 'images' / 'test'}",
          f"model.path={shared_data / 'llava-1.5-7b-hf'}", f"hydra.run.dir={tmp_path}"],
         capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # 500 of the test images are shared: a run (data.on_error=raise) would stop, so validate says so and exits
+    # non-zero, after writing the whole report.
+    assert proc.returncode == EXIT_CODE, proc.stderr[-3000:]
+    assert "a run would stop on this data" in proc.stderr and "1517 bad samples" in proc.stderr
     assert "| test | 4241 | 2017 | 2224 | 1517 |" in proc.stdout
     report = json.loads((tmp_path / "data_report.json").read_text())["splits"]["test"]
     assert report["tokens"]["max"] <= 2048 and report["kept"] == 2724
