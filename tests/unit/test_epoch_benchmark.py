@@ -129,3 +129,16 @@ def test_epoch_benchmark_runs_end_to_end(extra, tmp_path, capsys):
         assert "(ours, full logits)/TRL: median" in out
         assert rows["ours, random batches"][0]["positions"] == rows["trl"][0]["positions"] >= \
             rows["ours"][0]["positions"]
+
+
+def test_without_shared_data_a_stand_in_processor_has_llavas_image_geometry():
+    """A GPU machine has no ../shared: the benchmarks then use a stand-in processor (336 px, 576 tokens)."""
+    from PIL import Image
+
+    from benchmarks.workload import load_processor
+
+    processor = load_processor(None)
+    batch = processor(text=f"USER: {processor.image_token}\nWhat is it? ASSISTANT:",
+                      images=Image.new("RGB", (500, 300)), return_tensors="pt")
+    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    assert batch["pixel_values"].shape[-2:] == (336, 336) and (batch["input_ids"] == image_id).sum() == 576
