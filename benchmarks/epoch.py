@@ -240,8 +240,12 @@ def setup(args) -> NS:
     args.shared = shared_dir(args.shared)
     processor = load_processor(args.shared)
     mix = load_mix(args, processor)
-    if args.write_lengths:
+    if args.write_lengths:  # written, and nothing else: the file is for another machine
+        from benchmarks.mix import describe_mix
+
         Path(args.write_lengths).write_text(json.dumps(mix))
+        print(f"wrote {args.write_lengths}: {describe_mix(mix)}")
+        raise SystemExit(0)
     if args.shared is not None:
         from transformers import LlavaConfig
 

@@ -142,3 +142,18 @@ def test_without_shared_data_a_stand_in_processor_has_llavas_image_geometry():
                       images=Image.new("RGB", (500, 300)), return_tensors="pt")
     image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
     assert batch["pixel_values"].shape[-2:] == (336, 336) and (batch["input_ids"] == image_id).sum() == 576
+
+
+@pytest.mark.slow
+def test_gpu_dry_run_without_shared_data_runs_from_a_lengths_file(tmp_path, capsys):
+    """What a lent GPU machine does (it has no ../shared): the mix from a --write-lengths file, the stand-in
+    processor, the 7B shapes from benchmarks/shapes.py."""
+    from benchmarks.epoch import main
+
+    (tmp_path / "mix.json").write_text(json.dumps(MIX))
+    main(["--dry-run", "--lengths", str(tmp_path / "mix.json"), "--shared", str(tmp_path / "none"),
+          "--json", str(tmp_path / "epoch.json")])
+    out = capsys.readouterr().out
+    assert "(--lengths)" in out and "7B shapes from benchmarks/shapes.py" in out
+    result = json.loads((tmp_path / "epoch.json").read_text())["results"]
+    assert all(r["steps"] >= 1 for arm in ("trl", "ours") for r in result[arm])
