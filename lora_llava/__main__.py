@@ -59,6 +59,9 @@ def _check_printed_config(argv: list[str]) -> None:
     flags, overrides = _split_flags(argv)
     if not any(f in ("--cfg", "-c") or f.startswith("--cfg=") for f in flags):
         return
+    if any(f in ("-m", "--multirun") for f in flags):
+        raise ConfigError("--cfg prints one composed config and -m runs a sweep: use one of them (to print one "
+                          "point of the sweep, drop -m and give each swept key one value)")
     recipe = next((a.split("=", 1)[1] for a in overrides if a.startswith("recipe=")), None)
     config_dir = next((flags[i + 1] for i, f in enumerate(flags[:-1]) if f in ("--config-dir", "-cd")), None)
     if recipe is not None:

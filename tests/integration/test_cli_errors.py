@@ -41,6 +41,7 @@ def test_printing_the_config_checks_it_as_a_run_would(tmp_path):
     _one_line_error(_cli("recipe=smoke", "--cfg", "job", "train.batch_size=0"), "train.batch_size=0")
     (tmp_path / "mine.yaml").write_text("defaults:\n  - smoke\n  - _self_\npeft:\n  rnk: 8\n")
     _one_line_error(_cli("recipe=mine", "--config-dir", str(tmp_path), "--cfg", "job"), "'peft.rnk'")
+    _one_line_error(_cli("-m", "recipe=smoke", "peft.r=8,16", "--cfg", "job"), "--cfg prints one composed config")
     printed = _cli("recipe=smoke", "--cfg", "job", "train.batch_size=3")
     assert printed.returncode == 0 and "batch_size: 3" in printed.stdout
 
