@@ -106,14 +106,15 @@ def schema_at(path: list[str]):
     return schema
 
 
-def unknown_key_message(full_key: str) -> str:
-    """One message for a key no schema has, whether misspelt (peft.rnk=8) or added (+peft.rnk=8)."""
+def unknown_key_message(full_key: str, source: str | None = None) -> str:
+    """One message for a key no schema has, whether misspelt (peft.rnk=8) or added (+peft.rnk=8); `source`: where
+    it was set (config_source)."""
     *path, key = full_key.split(".")
     schema = schema_at(path)
     known = ", ".join(f.name for f in fields(schema)) if schema else ""
     where = ".".join(path) or "the root config"
     return (f"unknown key {full_key!r}: {where} has no key {key!r}; its keys are {known}. "
-            "Check the spelling (a key cannot be added with +)")
+            "Check the spelling (a key cannot be added with +)" + (f" (set {source})" if source else ""))
 
 
 def check_known_keys(cfg, path: tuple[str, ...] = ()) -> None:
@@ -127,7 +128,8 @@ def check_known_keys(cfg, path: tuple[str, ...] = ()) -> None:
         if key not in known:
             if not path and key == "hydra":
                 continue  # Hydra's own node, present when a config is composed with return_hydra_config
-            raise ConfigError(unknown_key_message(full))
+            # Composition refuses unknown keys from files, so one that got here was added on the command line.
+            raise ConfigError(unknown_key_message(full, f"on the command line: {full}"))
         if schema_at([*path, str(key)]) is not None:
             check_known_keys(cfg[key], (*path, str(key)))
 
@@ -143,11 +145,48 @@ def describe_config_error(err: BaseException) -> str:
     while cause is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__ or cause.__context__
     full_key = getattr(cause, "full_key", None)
+    source = config_source(err)
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and full_key and "not in" in str(cause):
-        return unknown_key_message(full_key)
+        return unknown_key_message(full_key, source)
     if cause is not None and full_key:
-        return f"{full_key}: {str(cause).splitlines()[0]}"
+        return f"{full_key}: {str(cause).splitlines()[0]}" + (f" (set {source})" if source else "")
     return str(err)
+
+
+def config_source(err: BaseException) -> str | None:
+    """Where the bad value was set, read off Hydra's composition error: "in FILE" (`In 'peft/lora'`: the file,
+    found in the search path) or "on the command line: OVERRIDE"."""
+    import re
+
+    seen = err
+    while seen is not None:
+        first = (str(seen).splitlines() or [""])[0]
+        named = re.match(r"In '([^']+)'", first)
+        if named:
+            return f"in {config_file(named.group(1))}"
+        override = re.match(r"(?:Error merging override (.+)|Could not override '([^']+)')", first)
+        if override:
+            return f"on the command line: {override.group(1) or override.group(2)}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def config_file(name: str) -> str:
+    """The file Hydra composed as `name` (e.g. `my_domain`, `peft/lora`): --config-dir, recipes/, then conf/."""
+    import sys
+    from pathlib import Path
+
+    from lora_llava.config import config_dirs
+
+    argv = sys.argv[1:]
+    given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config-dir", "-cd")]
+    given += [a.split("=", 1)[1] for a in argv if a.startswith("--config-dir=")]
+    conf_dir, recipes_dir = config_dirs()
+    for folder in [*map(Path, given), Path(recipes_dir), Path(conf_dir)]:
+        path = folder / f"{name}.yaml"
+        if path.is_file():
+            return str(path)
+    return f"config {name!r}"
 
 
 def missing_config_message(err) -> str:

@@ -46,6 +46,19 @@ def test_printing_the_config_checks_it_as_a_run_would(tmp_path):
     assert printed.returncode == 0 and "batch_size: 3" in printed.stdout
 
 
+def test_a_bad_key_or_value_names_the_file_or_override_it_came_from(tmp_path):
+    (tmp_path / "peft").mkdir()
+    (tmp_path / "peft" / "mine.yaml").write_text("r: 8\nrnk: 4\n")
+    (tmp_path / "typed.yaml").write_text("defaults:\n  - smoke\n  - _self_\ntrain:\n  batch_size: abc\n")
+    _one_line_error(_cli("--config-dir", str(tmp_path), "recipe=smoke", "peft=mine"), "'peft.rnk'",
+                    f"set in {tmp_path / 'peft' / 'mine.yaml'}")
+    _one_line_error(_cli("--config-dir", str(tmp_path), "recipe=typed"), "train.batch_size",
+                    f"set in {tmp_path / 'typed.yaml'}")
+    _one_line_error(_cli("recipe=smoke", "train.batch_size=abc"),
+                    "set on the command line: train.batch_size=abc")
+    _one_line_error(_cli("recipe=smoke", "peft.rnk=8"), "set on the command line: peft.rnk")
+
+
 @pytest.mark.parametrize(("args", "needles"), [
     (("train.batch_size=0",), ("train.batch_size=0",)),
     (("train.learning_rate=abc",), ("train.learning_rate",)),

@@ -58,7 +58,8 @@ def test_a_key_added_with_plus_is_refused_like_a_typo(key):
         check_values(compose("smoke", [f"+{key}=1"]))
     with pytest.raises(Exception) as typo:  # Hydra refuses the plain override at composition
         compose("smoke", [f"{key}=1"])
-    assert str(added.value) == describe_config_error(typo.value) == unknown_key_message(key)
+    assert str(added.value) == describe_config_error(typo.value) == \
+        unknown_key_message(key, f"on the command line: {key}")
     assert repr(key) in str(added.value)
 
 
