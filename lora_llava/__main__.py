@@ -54,7 +54,8 @@ def _translate_argv(argv: list[str]) -> list[str]:
 def _check_printed_config(argv: list[str]) -> None:
     """`--cfg job` prints the composed config and runs nothing (Hydra stops before our entry): check it as a run
     would first, so a config that prints is one a run accepts (a `+key` typo is refused here too)."""
-    from lora_llava.config import check_values, compose
+    from lora_llava.checks import check_values
+    from lora_llava.config import compose
 
     flags, overrides = _split_flags(argv)
     if not any(f in ("--cfg", "-c") or f.startswith("--cfg=") for f in flags):

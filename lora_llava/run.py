@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lora_llava.config import check_endpoint_ready, check_levers, check_values
+from lora_llava.checks import check_endpoint_ready, check_levers, check_values
 from lora_llava.distributed import is_main_process
 from lora_llava.errors import ConfigError
 from lora_llava.preflight import check_stages

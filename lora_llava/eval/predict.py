@@ -50,7 +50,8 @@ def load_config(overrides: list[str]):
     """The recipe's config (`recipe=NAME`), else the adapter's run config; overrides applied either way."""
     from omegaconf import OmegaConf
 
-    from lora_llava.config import Config, check_values, compose
+    from lora_llava.checks import check_values
+    from lora_llava.config import Config, compose
 
     recipe = next((a.split("=", 1)[1] for a in overrides if a.startswith("recipe=")), None)
     rest = [a for a in overrides if not a.startswith("recipe=")]

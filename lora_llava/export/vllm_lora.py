@@ -3,7 +3,7 @@
 
 vLLM's LoRA covers linear layers of the language model only. An adapter that also trained the projector
 (peft.train_projector=true, a modules_to_save copy), LoRA on the vision tower or DoRA cannot be expressed that way:
-then serve the merged folder (`vllm serve <run>/merged`). config.check_values refuses the first case before
+then serve the merged folder (`vllm serve <run>/merged`). checks.check_values refuses the first case before
 training; this module refuses the others by name.
 """
 

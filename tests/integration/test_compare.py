@@ -85,7 +85,7 @@ def test_disabling_the_adapter_gives_the_base_model_projector_included(trained_s
 
 
 def test_compare_without_an_adapter_stops_before_loading():
-    from lora_llava.config import check_values
+    from lora_llava.checks import check_values
     from lora_llava.errors import ConfigError
 
     with pytest.raises(ConfigError, match="compare needs an adapter"):

@@ -189,7 +189,7 @@ def test_token_is_not_a_config_key():
     with pytest.raises(ConfigCompositionException):
         smoke_config(f"hub.token={TOKEN}")
     with pytest.raises(ValueError, match="hub.repo_id"):
-        from lora_llava.config import check_values
+        from lora_llava.checks import check_values
 
         check_values(smoke_config("stages=[push]"))
 

@@ -281,7 +281,8 @@ CONFIG_ONLY = [c for c, e in COMMANDS.items() if e.full == "slow" and "-m lora_l
 def test_slow_commands_pass_every_check_made_before_loading(command, ws, tmp_path, monkeypatch):
     """What the CLI composes for the command (with its substitutions) passes the checks of lora_llava.checks and
     lora_llava.preflight: the eval split exists, adapter= is there, push has a repo id, ..."""
-    from lora_llava.config import check_values, compose
+    from lora_llava.checks import check_values
+    from lora_llava.config import compose
     from lora_llava.preflight import check_stages
     from lora_llava.run import RunContext
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lora_llava.config import check_values
+from lora_llava.checks import check_values
 from lora_llava.data import load_splits
 from lora_llava.errors import ConfigError
 from lora_llava.eval import predict

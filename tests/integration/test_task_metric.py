@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from lora_llava.config import check_values
+from lora_llava.checks import check_values
 from lora_llava.errors import ConfigError
 from lora_llava.run import run
 from lora_llava.train.callbacks import plot_losses

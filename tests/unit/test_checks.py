@@ -5,8 +5,8 @@ import warnings
 
 import pytest
 
-from lora_llava.checks import describe_config_error, unknown_key_message
-from lora_llava.config import check_values, compose
+from lora_llava.checks import check_values, describe_config_error, unknown_key_message
+from lora_llava.config import compose
 from lora_llava.errors import ConfigError
 
 REFUSED = [

@@ -6,7 +6,8 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from lora_llava.config import check_values, compose, config_dirs, list_recipes
+from lora_llava.checks import check_values
+from lora_llava.config import compose, config_dirs, list_recipes
 
 
 @pytest.mark.parametrize("recipe", list_recipes())

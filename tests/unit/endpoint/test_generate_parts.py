@@ -6,7 +6,8 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
-from lora_llava.config import EndpointConfig, GenerateConfig, JudgeConfig, check_values, compose
+from lora_llava.checks import check_values
+from lora_llava.config import EndpointConfig, GenerateConfig, JudgeConfig, compose
 from lora_llava.endpoint.annotations import read_notes
 from lora_llava.endpoint.generate import Unusable, parse, question_answer_pairs
 from lora_llava.endpoint.judge import parse_pick, parse_scores
@@ -115,7 +116,7 @@ def test_generate_needs_its_inputs_before_anything_runs():
 
 
 def test_missing_key_variable_stops_at_start(monkeypatch):
-    from lora_llava.config import check_endpoint_ready
+    from lora_llava.checks import check_endpoint_ready
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ValueError, match="OPENAI_API_KEY is not set"):

@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lora_llava.config import check_values, compose
+from lora_llava.checks import check_values
+from lora_llava.config import compose
 from lora_llava.errors import ConfigError
 from lora_llava.models.adapters import apply_adapters, trainable_by_group
 from lora_llava.models.load import build_model_and_processor

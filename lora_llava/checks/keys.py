@@ -1,99 +1,13 @@
-"""Config checks that need more than a type: no keys beyond the schemas, choices among names, ranges that can
-train, stages that exist. Run on the composed config before anything is loaded; each error names the key."""
+"""Unknown keys and composition errors: a key no schema has (misspelt, or added with `+`) and Hydra's errors
+turned into one line naming the key and where it was set (the recipe or group file, or the override)."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import MISSING, fields, is_dataclass
 from typing import Any
 
-from lora_llava.config import STAGES, Config
+from lora_llava.config import Config
 from lora_llava.errors import ConfigError
-
-SCORERS = ("exact", "scienceqa", "qa", "judge")
-
-
-def check_config(cfg) -> None:
-    """Checks that need more than a type: no keys beyond the schema, choices among names, ranges. Raises
-    ConfigError naming the key (a learning rate of 0 only warns)."""
-    check_known_keys(cfg)
-    check_choices(cfg)
-    check_ranges(cfg)
-    if not cfg.stages:
-        raise ConfigError(f"stages is empty: nothing to run; choose from {', '.join(STAGES)}, e.g. stages=[train,eval]")
-    if cfg.model.trust_remote_code and not cfg.model.revision:
-        raise ConfigError("model.trust_remote_code=true needs model.revision pinned to a commit")
-    if "push" in cfg.stages and not cfg.hub.dry_run and not cfg.hub.repo_id:
-        raise ConfigError("stages has push but hub.repo_id is not set: pass hub.repo_id=ORG/NAME (or hub.dry_run=true)")
-
-
-def check_choices(cfg) -> None:
-    choices = {
-        "quant.method": ("none", "nf4", "int8"),
-        "peft.method": ("lora", "none"),
-        "peft.scope": ("language_model", "all"),
-        "data.on_error": ("raise", "skip"),
-        "data.image_placement": ("keep", "front"),
-        "hub.what": ("adapter", "merged"),
-        "export.dtype": ("bfloat16", "float16", "float32"),
-        "eval.scorer": SCORERS,
-        "model.dtype": ("auto", "bfloat16", "float16", "float32"),
-        "model.base_check": ("refuse", "warn"),
-    }
-    for key, allowed in choices.items():
-        value = _get(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-    for stage in cfg.stages:
-        if stage not in STAGES:
-            raise ConfigError(f"stages: unknown stage {stage!r}; choose from {', '.join(STAGES)}")
-
-
-# Keys that must be positive (null allowed where the schema says Optional: it means "not set").
-POSITIVE = ("train.batch_size", "train.gradient_accumulation_steps", "train.logging_steps", "train.save_steps",
-            "train.save_total_limit", "train.eval_steps", "eval.batch_size", "eval.max_new_tokens", "eval.limit",
-            "data.max_length", "data.limit", "peft.r", "peft.lora_alpha", "data.synthetic.n_train",
-            "data.synthetic.n_eval", "plan.gpu_memory_gb", "plan.seq_len")
-FRACTIONS = ("data.val_fraction", "data.max_skip_fraction", "peft.lora_dropout")  # in [0, 1)
-NON_NEGATIVE = ("train.warmup_steps", "train.weight_decay", "train.max_grad_norm", "train.projector_learning_rate",
-                "data.image_cache_gb", "plan.cuda_overhead_gb")
-
-
-def check_ranges(cfg) -> None:
-    for key in POSITIVE:
-        value = _get(cfg, key)
-        if value is not None and value <= 0:
-            raise ConfigError(f"{key}={value} must be a positive number")
-    for key in FRACTIONS:
-        value = _get(cfg, key)
-        if not 0 <= value < 1:
-            raise ConfigError(f"{key}={value} must be a fraction in [0, 1)")
-    for key in NON_NEGATIVE:
-        if _get(cfg, key) < 0:
-            raise ConfigError(f"{key}={_get(cfg, key)} must not be negative")
-    if cfg.export.tolerance is not None and cfg.export.tolerance <= 0:
-        raise ConfigError(f"export.tolerance={cfg.export.tolerance} must be positive (or null: per dtype)")
-    check_steps(cfg.train)
-
-
-def check_steps(train) -> None:
-    """transformers' conventions: max_steps=-1 means 'train.epochs decide'; anything else must be positive."""
-    if train.max_steps == 0 or train.max_steps < -1:
-        raise ConfigError(f"train.max_steps={train.max_steps} must be positive, or -1 to let train.epochs decide")
-    if train.max_steps == -1 and train.epochs <= 0:
-        raise ConfigError(f"train.epochs={train.epochs} must be positive (or set train.max_steps)")
-    if train.learning_rate < 0:
-        raise ConfigError(f"train.learning_rate={train.learning_rate} must not be negative")
-    if train.learning_rate == 0:
-        warnings.warn("train.learning_rate=0: the adapters will not change from their initialisation",
-                      stacklevel=3)
-
-
-def _get(cfg, key: str):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
 
 
 def schema_at(path: list[str]):
