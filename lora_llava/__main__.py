@@ -37,11 +37,15 @@ def _split_flags(argv: list[str]) -> tuple[list[str], list[str]]:
     return flags, overrides
 
 
+def _recipe(overrides: list[str]) -> str | None:
+    return next((a.split("=", 1)[1] for a in overrides if a.startswith("recipe=")), None)
+
+
 def _translate_argv(argv: list[str]) -> list[str]:
     """`recipe=NAME` selects the primary config (recipes/NAME.yaml); conf/ joins the search path."""
     conf_dir, _ = config_dirs()
     flags, overrides = _split_flags(argv)
-    recipe = next((a.split("=", 1)[1] for a in overrides if a.startswith("recipe=")), None)
+    recipe = _recipe(overrides)
     overrides = [a for a in overrides if not a.startswith("recipe=")]
     if recipe is None and not any(a.startswith(("--config-name", "-cn", "--hydra-help")) for a in argv):
         raise ConfigError(f"choose a recipe, e.g. `recipe=smoke`. Shipped recipes: {', '.join(list_recipes())} "
@@ -63,7 +67,7 @@ def _check_printed_config(argv: list[str]) -> None:
     if any(f in ("-m", "--multirun") for f in flags):
         raise ConfigError("--cfg prints one composed config and -m runs a sweep: use one of them (to print one "
                           "point of the sweep, drop -m and give each swept key one value)")
-    recipe = next((a.split("=", 1)[1] for a in overrides if a.startswith("recipe=")), None)
+    recipe = _recipe(overrides)
     config_dir = next((flags[i + 1] for i, f in enumerate(flags[:-1]) if f in ("--config-dir", "-cd")), None)
     if recipe is not None:
         check_values(compose(recipe, [o for o in overrides if not o.startswith(("recipe=", "hydra."))], config_dir))

@@ -101,10 +101,11 @@ def with_validation(splits: dict[str, list[Sample]], data_cfg) -> dict[str, list
         if not held_out:
             return splits
         splits[train_name], splits[eval_name] = train, held_out
-        shared = len(samples) - len(set(groups))
+        n_groups = len(set(groups))
+        shared = len(samples) - n_groups
         log.info("no %r split in the data: held out %d of %d training samples (data.val_fraction=%s of %d "
                  "groups, data.seed=%d)%s", eval_name, len(held_out), len(samples), data_cfg.val_fraction,
-                 len(set(groups)), data_cfg.seed,
+                 n_groups, data_cfg.seed,
                  f"; samples sharing an image stay on one side ({shared} share one with an earlier sample)"
                  if shared else "")
     return splits
